@@ -1,0 +1,203 @@
+"""Settings for AgentConnect Voice, read from the environment (django-environ).
+
+A real environment variable wins over `.env`. Without DATABASE_URL the project
+runs on SQLite; without CELERY_BROKER_URL Celery uses an embedded filesystem
+broker, so `make run` needs no database or broker server. Production secrets
+have no silent default when DEBUG is off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A real environment variable wins: read_env does not overwrite what is set.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+
+def _secret(name: str, dev_default: str) -> str:
+    value = env.str(name, default="")
+    if value:
+        return value
+    if DEBUG:
+        return dev_default
+    raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
+
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "dev-insecure-agentconnect-secret-key-change-me")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "voiceagents",
+    "sessions.apps.ConversationSessionsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "agentconnect.urls"
+WSGI_APPLICATION = "agentconnect.wsgi.application"
+ASGI_APPLICATION = "agentconnect.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# A connection that died while idle (a database restart) is replaced, not reused.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
+
+# --- REST framework -----------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "agentconnect.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AgentConnect Voice API",
+    "DESCRIPTION": "Start, inspect and stop AI voice agent sessions in LiveKit rooms.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- CORS: widget endpoints are called from company websites -------------------------
+# Which origins may call is decided per company (Company.allowed_origins) by
+# corsheaders' signal handler in sessions.apps; nothing is allowed globally.
+CORS_URLS_REGEX = r"^/api/v1/livekit-agents/.*$"
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "content-type",
+    "x-widget-key",
+    "x-requested-with",
+]
+
+# --- Celery ---------------------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+CELERY_BROKER_FILESYSTEM_DIR = Path(
+    env.str("CELERY_BROKER_FILESYSTEM_DIR", default=str(BASE_DIR / ".run" / "broker"))
+)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_RECONCILE_INTERVAL_SECONDS = env.float("CELERY_RECONCILE_INTERVAL_SECONDS", default=15.0)
+
+# --- LiveKit --------------------------------------------------------------------------
+
+LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://127.0.0.1:7880")
+LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", "devkey")
+LIVEKIT_API_SECRET = _secret("LIVEKIT_API_SECRET", "secret")
+# The URL a browser is told to connect to; differs from LIVEKIT_URL behind a proxy.
+LIVEKIT_PUBLIC_URL = env.str("LIVEKIT_PUBLIC_URL", default="") or LIVEKIT_URL
+LIVEKIT_API_TIMEOUT_SECONDS = env.float("LIVEKIT_API_TIMEOUT_SECONDS", default=5.0)
+LIVEKIT_USER_TOKEN_TTL_SECONDS = env.int("LIVEKIT_USER_TOKEN_TTL_SECONDS", default=600)
+LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS = env.int("LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS", default=300)
+LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS = env.int("LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS", default=20)
+LIVEKIT_CONFERENCE_MAX_PARTICIPANTS = env.int("LIVEKIT_CONFERENCE_MAX_PARTICIPANTS", default=50)
+LIVEKIT_VOICE_AGENT_NAME = env.str("LIVEKIT_VOICE_AGENT_NAME", default="agentconnect-voice")
+LIVEKIT_CONFERENCE_AGENT_NAME = env.str(
+    "LIVEKIT_CONFERENCE_AGENT_NAME", default="agentconnect-conference"
+)
+# A session whose agent has not joined this long after dispatch is failed by reconcile.
+AGENT_START_TIMEOUT_SECONDS = env.int("AGENT_START_TIMEOUT_SECONDS", default=60)
+# A session stuck in pending/dispatching this long (lost task, broker outage) is retried or failed.
+AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", default=120)
+
+# --- Agent defaults (used when neither the request nor the agent profile says) --------
+
+AGENT_LLM_PROVIDER = env.str("AGENT_LLM_PROVIDER", default="openai")
+AGENT_LLM_MODEL = env.str("AGENT_LLM_MODEL", default="gpt-4o-mini")
+AGENT_STT_PROVIDER = env.str("AGENT_STT_PROVIDER", default="deepgram")
+AGENT_TTS_PROVIDER = env.str("AGENT_TTS_PROVIDER", default="openai")
+AGENT_TTS_VOICE = env.str("AGENT_TTS_VOICE", default="alloy")
+AGENT_VAD_ENABLED = env.bool("AGENT_VAD_ENABLED", default=True)
+AGENT_ALLOW_INTERRUPTIONS = env.bool("AGENT_ALLOW_INTERRUPTIONS", default=True)
+AGENT_SYSTEM_PROMPT = env.str(
+    "AGENT_SYSTEM_PROMPT",
+    default="You are a helpful, concise voice assistant. Keep answers short and spoken.",
+)
+AGENT_GREETING_MESSAGE = env.str(
+    "AGENT_GREETING_MESSAGE", default="Hello! How can I help you today?"
+)
+
+# --- AI providers (keys are secrets; base URLs allow OpenAI-compatible servers) --------
+
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+GROQ_API_KEY = env.str("GROQ_API_KEY", default="")
+GROQ_BASE_URL = env.str("GROQ_BASE_URL", default="")
+DEEPGRAM_API_KEY = env.str("DEEPGRAM_API_KEY", default="")
+DEEPGRAM_BASE_URL = env.str("DEEPGRAM_BASE_URL", default="")
+
+# --- Logging --------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+if not DEBUG:
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from agentconnect.errors import json_404
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/livekit-agents/", include("sessions.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Unknown URLs under the API answer in the API's error shape, DEBUG or not.
+    re_path(r"^api/", json_404),
+]
+
+handler404 = "agentconnect.errors.handler404"
+handler500 = "agentconnect.errors.handler500"

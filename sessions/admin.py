@@ -1,0 +1,82 @@
+"""A read-mostly console for conversation sessions; actions call the services."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from agentconnect.errors import ApplicationError
+
+from .models import ConversationSession
+from .services import session_redispatch, session_stop
+
+
+@admin.register(ConversationSession)
+class ConversationSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "session_id",
+        "agent_status",
+        "company",
+        "agent",
+        "mode",
+        "agent_room_name",
+        "created_at",
+        "agent_started_at",
+        "agent_stopped_at",
+        "duration",
+        "short_failure_reason",
+    )
+    list_filter = ("agent_status", "mode", "company", "agent", "created_at")
+    search_fields = ("session_id", "agent_room_name")
+    date_hierarchy = "created_at"
+    list_select_related = ("company", "agent")
+    ordering = ("-created_at",)
+    actions = ("stop_agent", "redispatch_agent")
+    readonly_fields = [f.name for f in ConversationSession._meta.fields] + ["duration"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Sessions start through the API, which resolves and snapshots the configuration.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ConversationSession | None = None) -> bool:
+        return False
+
+    @admin.display(description="duration")
+    def duration(self, obj: ConversationSession) -> str:
+        seconds = obj.duration_seconds
+        if seconds is None:
+            return "—"
+        minutes, sec = divmod(int(seconds), 60)
+        return f"{minutes}:{sec:02d}"
+
+    @admin.display(description="failure reason")
+    def short_failure_reason(self, obj: ConversationSession) -> str:
+        reason = obj.failure_reason
+        return reason if len(reason) <= 80 else reason[:77] + "…"
+
+    @admin.action(description="Stop agent")
+    def stop_agent(self, request: HttpRequest, queryset: QuerySet[ConversationSession]) -> None:
+        stopped = 0
+        for session in queryset:
+            if not session.is_terminal:
+                session_stop(session=session)
+                stopped += 1
+        self.message_user(request, f"Stopping {stopped} agent(s).", messages.SUCCESS)
+
+    @admin.action(description="Re-dispatch agent")
+    def redispatch_agent(self, request: HttpRequest, queryset: QuerySet[ConversationSession]) -> None:
+        for session in queryset:
+            try:
+                result = session_redispatch(session=session)
+            except ApplicationError as exc:
+                self.message_user(request, f"{session.session_id}: {exc.message}", messages.WARNING)
+                continue
+            if result.pk == session.pk:
+                self.message_user(request, f"{session.session_id}: dispatch replaced.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request,
+                    f"{session.session_id}: started successor session {result.session_id}.",
+                    messages.SUCCESS,
+                )

@@ -1,0 +1,86 @@
+"""Conversation sessions: one visitor (or group) talking with one agent in one LiveKit room."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from voiceagents.catalog import AgentMode
+from voiceagents.models import Company, VoiceAgent
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class AgentStatus(models.TextChoices):
+    PENDING = "pending"
+    DISPATCHING = "dispatching"
+    STARTING = "starting"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset({AgentStatus.STOPPED, AgentStatus.FAILED})
+LIVE_STATUSES = frozenset(set(AgentStatus) - TERMINAL_STATUSES)
+
+
+class ConversationSession(models.Model):
+    session_id = models.CharField(max_length=64)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="sessions")
+    agent = models.ForeignKey(VoiceAgent, on_delete=models.PROTECT, related_name="sessions")
+    mode = models.CharField(max_length=20, choices=AgentMode.choices)
+    agent_room_name = models.CharField(max_length=128, unique=True)
+    agent_worker_id = models.CharField(max_length=128, blank=True)
+    agent_identity = models.CharField(max_length=128, blank=True)
+    agent_status = models.CharField(
+        max_length=20, choices=AgentStatus.choices, default=AgentStatus.PENDING, db_index=True
+    )
+    agent_started_at = models.DateTimeField(null=True, blank=True)
+    agent_stopped_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField()
+    # The configuration resolved once at start (profile + allowed overrides);
+    # the worker receives exactly this as dispatch metadata.
+    config = models.JSONField(default=dict)
+    visitor_identity = models.CharField(max_length=128)
+    dispatch_id = models.CharField(max_length=128, blank=True)
+    failure_reason = models.TextField(blank=True)
+    redispatch_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="redispatches"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "conversation_sessions"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "session_id"], name="session_unique_per_company"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(agent_status__in=AgentStatus.values),
+                name="session_valid_status",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(agent_status=AgentStatus.FAILED) | ~models.Q(failure_reason=""),
+                name="session_failed_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(mode__in=AgentMode.values), name="session_valid_mode"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} [{self.agent_status}]"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.agent_status in TERMINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.agent_started_at is None:
+            return None
+        if self.agent_stopped_at is None:
+            return None
+        return (self.agent_stopped_at - self.agent_started_at).total_seconds()

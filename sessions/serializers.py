@@ -1,0 +1,168 @@
+"""Input and output shapes of the voice-session API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from rest_framework import serializers
+
+from voiceagents.catalog import (
+    GREETING_MAX_LENGTH,
+    LLM_MODEL_MAX_LENGTH,
+    LLM_MODEL_PATTERN,
+    SYSTEM_PROMPT_MAX_LENGTH,
+    LLMProvider,
+    STTProvider,
+    TTSProvider,
+    Voice,
+)
+
+from .models import SESSION_ID_PATTERN, ConversationSession
+
+session_id_field = serializers.CharField(
+    max_length=64,
+    validators=[
+        RegexValidator(
+            SESSION_ID_PATTERN,
+            "Use 1 to 64 characters: letters, digits, '-' and '_'.",
+        )
+    ],
+)
+display_name_field = serializers.CharField(max_length=64, required=False, allow_blank=True, trim_whitespace=True)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, so a typo is not silently ignored."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["Unknown field."] for name in sorted(unknown)}
+            )
+        return attrs
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object."]}
+            )
+        return super().to_internal_value(data)
+
+
+class StartVoiceSessionInput(StrictSerializer):
+    session_id = serializers.CharField(
+        max_length=64, required=False, validators=session_id_field.validators
+    )
+    agent_id = serializers.IntegerField(min_value=1, max_value=2**62)
+    company_id = serializers.IntegerField(min_value=1, max_value=2**62)
+    llm_provider = serializers.ChoiceField(choices=LLMProvider.choices, required=False)
+    llm_model = serializers.RegexField(
+        LLM_MODEL_PATTERN, max_length=LLM_MODEL_MAX_LENGTH, required=False
+    )
+    stt_provider = serializers.ChoiceField(choices=STTProvider.choices, required=False)
+    tts_provider = serializers.ChoiceField(choices=TTSProvider.choices, required=False)
+    voice_id = serializers.ChoiceField(choices=Voice.choices, required=False)
+    system_prompt = serializers.CharField(
+        max_length=SYSTEM_PROMPT_MAX_LENGTH, required=False, allow_blank=True, trim_whitespace=False
+    )
+    greeting_message = serializers.CharField(
+        max_length=GREETING_MAX_LENGTH, required=False, allow_blank=True
+    )
+    participant_name = display_name_field
+
+
+class StopVoiceSessionInput(StrictSerializer):
+    session_id = session_id_field
+    company_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
+
+
+class WidgetVoiceTokenInput(StrictSerializer):
+    session_id = session_id_field
+    company_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
+    participant_name = display_name_field
+
+
+class StartVoiceSessionOutput(serializers.Serializer):
+    success = serializers.BooleanField(default=True)
+    session_id = serializers.CharField()
+    room_name = serializers.CharField()
+    livekit_url = serializers.CharField()
+    user_token = serializers.CharField()
+    status = serializers.CharField()
+    message = serializers.CharField()
+
+
+class AgentStatusOutput(serializers.ModelSerializer):
+    success = serializers.SerializerMethodField()
+    room_name = serializers.CharField(source="agent_room_name")
+    status = serializers.CharField(source="agent_status")
+    started_at = serializers.DateTimeField(source="agent_started_at")
+    stopped_at = serializers.DateTimeField(source="agent_stopped_at")
+    worker_id = serializers.CharField(source="agent_worker_id")
+    failure_reason = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ConversationSession
+        fields = [
+            "success",
+            "session_id",
+            "room_name",
+            "status",
+            "started_at",
+            "stopped_at",
+            "worker_id",
+            "failure_reason",
+        ]
+
+    def get_success(self, obj: ConversationSession) -> bool:
+        return True
+
+    def get_failure_reason(self, obj: ConversationSession) -> str | None:
+        return obj.failure_reason or None
+
+
+class ActiveAgentOutput(serializers.ModelSerializer):
+    company = serializers.CharField(source="company.slug")
+    company_id = serializers.IntegerField()
+    agent = serializers.CharField(source="agent.name")
+    agent_id = serializers.IntegerField()
+    room_name = serializers.CharField(source="agent_room_name")
+    status = serializers.CharField(source="agent_status")
+    started_at = serializers.DateTimeField(source="agent_started_at")
+    worker_id = serializers.CharField(source="agent_worker_id")
+
+    class Meta:
+        model = ConversationSession
+        fields = [
+            "session_id",
+            "company",
+            "company_id",
+            "agent",
+            "agent_id",
+            "mode",
+            "room_name",
+            "status",
+            "worker_id",
+            "created_at",
+            "started_at",
+            "status_changed_at",
+        ]
+
+
+class WidgetVoiceTokenOutput(serializers.Serializer):
+    success = serializers.BooleanField(default=True)
+    session_id = serializers.CharField()
+    room_name = serializers.CharField()
+    livekit_url = serializers.CharField()
+    user_token = serializers.CharField()
+    participant_identity = serializers.CharField()
+    status = serializers.CharField()
+
+
+class StopVoiceSessionOutput(serializers.Serializer):
+    success = serializers.BooleanField(default=True)
+    session_id = serializers.CharField()
+    status = serializers.CharField()
+    message = serializers.CharField()

@@ -1,0 +1,438 @@
+"""Every write to a conversation session goes through here."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agentconnect.errors import Conflict, NotFound, ServiceUnavailable, TooManySessions
+from voiceagents.catalog import AgentMode
+from voiceagents.models import Company, VoiceAgent
+from voiceagents.services import agent_config_resolve, agent_dispatch_name
+
+from . import livekit_gateway as lk
+from .models import LIVE_STATUSES, TERMINAL_STATUSES, AgentStatus, ConversationSession
+from .selectors import session_get_for_company
+from .state import sources_for
+
+logger = logging.getLogger(__name__)
+
+MAX_FAILURE_REASON = 1000
+
+
+# --- the one door for status changes ----------------------------------------------------
+
+
+def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
+    """Move a session to `to` if its current status allows it; True when it moved.
+
+    A conditional UPDATE, so concurrent webhook, worker and task updates
+    cannot clobber each other: of two racing transitions exactly one wins.
+    """
+    now = timezone.now()
+    if to == AgentStatus.FAILED:
+        fields["failure_reason"] = (fields.get("failure_reason") or "unknown failure")[
+            :MAX_FAILURE_REASON
+        ]
+    if to in TERMINAL_STATUSES:
+        fields.setdefault("agent_stopped_at", now)
+    moved = (
+        ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
+            agent_status=to, status_changed_at=now, updated_at=now, **fields
+        )
+        == 1
+    )
+    if moved:
+        logger.info("session %s -> %s", session_pk, to, extra={"session_pk": session_pk})
+    return moved
+
+
+def session_fail(*, session_pk: int, reason: str) -> bool:
+    return session_transition(session_pk=session_pk, to=AgentStatus.FAILED, failure_reason=reason)
+
+
+# --- start / stop from the API ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartResult:
+    session: ConversationSession
+    user_token: str
+    created: bool
+
+
+def _visitor_token(session: ConversationSession, *, identity: str, name: str) -> str:
+    return lk.user_token(room_name=session.agent_room_name, identity=identity, name=name)
+
+
+def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> None:
+    from . import tasks
+
+    task = getattr(tasks, task_name)
+    try:
+        task.delay(session_pk, **kwargs)
+    except Exception as exc:  # the broker is down: the session must not wait for a task that never comes
+        logger.error("could not enqueue %s for session %s: %r", task_name, session_pk, exc)
+        session_fail(
+            session_pk=session_pk,
+            reason=f"Could not queue the {task_name.replace('_', ' ')} task: the task broker is unreachable.",
+        )
+
+
+def session_start(
+    *,
+    company: Company,
+    agent_id: int,
+    session_id: str | None = None,
+    participant_name: str = "",
+    overrides: dict[str, Any] | None = None,
+) -> StartResult:
+    """Create a session (pending) and queue its dispatch, or return the live one with that id."""
+    agent = VoiceAgent.objects.filter(pk=agent_id, company=company, is_active=True).first()
+    if agent is None:
+        raise NotFound("No active agent with that agent_id for this company.")
+
+    if session_id:
+        existing = session_get_for_company(company=company, session_id=session_id)
+        if existing is not None:
+            return _start_existing(existing, agent, participant_name)
+    else:
+        session_id = uuid.uuid4().hex
+
+    config = agent_config_resolve(agent=agent, overrides=overrides or {})
+    room_name = f"ac-{company.pk}-{uuid.uuid4().hex[:16]}"
+    visitor_identity = f"visitor-{secrets.token_hex(6)}"
+    config.update(session_id=session_id, room_name=room_name, visitor_identity=visitor_identity)
+
+    try:
+        with transaction.atomic():
+            # Lock the company row: admission control must count and insert
+            # atomically, or two starts at the limit would both pass.
+            Company.objects.select_for_update().filter(pk=company.pk).first()
+            live = ConversationSession.objects.filter(
+                company=company, agent_status__in=LIVE_STATUSES
+            ).count()
+            if live >= company.max_concurrent_sessions:
+                raise TooManySessions(
+                    f"This company already has {live} live sessions, its limit "
+                    f"({company.max_concurrent_sessions}). End one and try again.",
+                    details={"limit": company.max_concurrent_sessions},
+                )
+            session = ConversationSession.objects.create(
+                session_id=session_id,
+                company=company,
+                agent=agent,
+                mode=agent.mode,
+                agent_room_name=room_name,
+                visitor_identity=visitor_identity,
+                config=config,
+                status_changed_at=timezone.now(),
+            )
+            transaction.on_commit(lambda: _enqueue("dispatch_agent", session.pk))
+    except IntegrityError:
+        # The same session_id was started concurrently: the other request won.
+        existing = session_get_for_company(company=company, session_id=session_id)
+        if existing is None:
+            raise
+        return _start_existing(existing, agent, participant_name)
+
+    session.refresh_from_db()
+    if session.agent_status == AgentStatus.FAILED:
+        # Queueing the dispatch failed (broker down); the session is already
+        # failed with the reason, so nothing is left pending.
+        raise ServiceUnavailable(session.failure_reason, details={"session_id": session.session_id})
+    token = _visitor_token(session, identity=visitor_identity, name=participant_name or "Visitor")
+    return StartResult(session=session, user_token=token, created=True)
+
+
+def _start_existing(
+    session: ConversationSession, agent: VoiceAgent, participant_name: str
+) -> StartResult:
+    if session.agent_id != agent.pk:
+        raise Conflict("This session_id belongs to a session with another agent.")
+    if session.is_terminal:
+        raise Conflict(
+            f"Session {session.session_id} has ended ({session.agent_status}); "
+            "start a new session with a new session_id."
+        )
+    token = _visitor_token(
+        session, identity=session.visitor_identity, name=participant_name or "Visitor"
+    )
+    return StartResult(session=session, user_token=token, created=False)
+
+
+def session_stop(*, session: ConversationSession) -> ConversationSession:
+    """Ask for the agent and room to end. Stopping an ended session is a no-op."""
+    if not session.is_terminal:
+        with transaction.atomic():
+            if session_transition(session_pk=session.pk, to=AgentStatus.STOPPING):
+                pk = session.pk
+                transaction.on_commit(lambda: _enqueue("stop_agent", pk))
+    session.refresh_from_db()
+    return session
+
+
+def session_stop_for_company(*, company: Company, session_id: str) -> ConversationSession:
+    session = session_get_for_company(company=company, session_id=session_id)
+    if session is None:
+        raise NotFound("No session with that session_id.")
+    return session_stop(session=session)
+
+
+def session_widget_token(
+    *, company: Company, session_id: str, participant_name: str
+) -> tuple[ConversationSession, str, str]:
+    """A fresh token for a live session's room: (session, token, identity).
+
+    One-to-one: the visitor reconnecting, same identity (the agent is linked
+    to it). Conference: a further participant with an identity of their own.
+    """
+    session = session_get_for_company(company=company, session_id=session_id)
+    if session is None:
+        raise NotFound("No session with that session_id.")
+    if session.is_terminal:
+        raise Conflict(f"Session {session_id} has ended ({session.agent_status}).")
+    if session.mode == AgentMode.CONFERENCE:
+        identity = f"guest-{secrets.token_hex(6)}"
+    else:
+        identity = session.visitor_identity
+    token = _visitor_token(session, identity=identity, name=participant_name or "Visitor")
+    return session, token, identity
+
+
+def session_redispatch(*, session: ConversationSession) -> ConversationSession:
+    """Staff action: offer the conversation to an agent again.
+
+    Pending, dispatching or starting: the dispatch is replaced in the same
+    room (the visitor stays). Active: refused, stop the agent first. Ended:
+    the session keeps its truthful terminal state, and a successor session
+    with the same configuration and a new room is started.
+    """
+    if session.agent_status == AgentStatus.ACTIVE:
+        raise Conflict("The agent is active; stop it before dispatching another.")
+    if session.agent_status == AgentStatus.STOPPING:
+        raise Conflict("The agent is stopping; wait until it has stopped.")
+    if not session.is_terminal:
+        pk = session.pk
+        transaction.on_commit(lambda: _enqueue("dispatch_agent", pk, replace=True))
+        return session
+    count = ConversationSession.objects.filter(redispatch_of=session).count() + 1
+    room_name = f"ac-{session.company_id}-{uuid.uuid4().hex[:16]}"
+    new_id = f"{session.session_id[:56]}-r{count}"
+    config = {**session.config, "session_id": new_id, "room_name": room_name}
+    with transaction.atomic():
+        successor = ConversationSession.objects.create(
+            session_id=new_id,
+            company_id=session.company_id,
+            agent_id=session.agent_id,
+            mode=session.mode,
+            agent_room_name=room_name,
+            visitor_identity=session.visitor_identity,
+            config=config,
+            redispatch_of=session,
+            status_changed_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: _enqueue("dispatch_agent", successor.pk))
+    return successor
+
+
+# --- what the Celery tasks do ---------------------------------------------------------------
+
+
+def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
+    """Create the room and the agent dispatch. Safe to run twice (redelivery).
+
+    With `replace`, an existing dispatch is deleted and a new one created, so
+    a fresh job is offered to the workers (staff re-dispatch).
+    """
+    session = ConversationSession.objects.filter(pk=session_pk).first()
+    if session is None:
+        return
+    if session.agent_status == AgentStatus.PENDING:
+        session_transition(session_pk=session_pk, to=AgentStatus.DISPATCHING)
+        session.refresh_from_db()
+    if session.agent_status not in (AgentStatus.DISPATCHING, AgentStatus.STARTING):
+        return
+
+    max_participants = (
+        settings.LIVEKIT_CONFERENCE_MAX_PARTICIPANTS if session.mode == AgentMode.CONFERENCE else 2
+    )
+    dispatch_id = lk.room_ensure_with_dispatch(
+        lk.RoomSpec(
+            name=session.agent_room_name,
+            agent_name=agent_dispatch_name(session.mode),
+            metadata=session.config,
+            max_participants=max_participants,
+            empty_timeout=settings.LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS,
+            departure_timeout=settings.LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS,
+        ),
+        replace=replace,
+    )
+    ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
+    if session.agent_status == AgentStatus.STARTING:
+        # A repeat for a session already starting: restart its clock for reconcile.
+        ConversationSession.objects.filter(pk=session_pk, agent_status=AgentStatus.STARTING).update(
+            status_changed_at=timezone.now()
+        )
+        return
+    if session_transition(session_pk=session_pk, to=AgentStatus.STARTING):
+        return
+    session.refresh_from_db()
+    if session.agent_status in (AgentStatus.STOPPING, *TERMINAL_STATUSES):
+        # Stopped while we were creating the room: do not leave it behind.
+        lk.room_close(session.agent_room_name, dispatch_id)
+
+
+def session_finish_stop(*, session_pk: int) -> None:
+    """Close the dispatch and room of a stopping session, then mark it stopped."""
+    session = ConversationSession.objects.filter(pk=session_pk).first()
+    if session is None or session.agent_status != AgentStatus.STOPPING:
+        return
+    lk.room_close(session.agent_room_name, session.dispatch_id)
+    session_transition(session_pk=session_pk, to=AgentStatus.STOPPED)
+
+
+# --- events from LiveKit and from agent workers ---------------------------------------------
+
+
+def session_agent_joined(*, room_name: str, identity: str, worker_id: str = "") -> bool:
+    session = ConversationSession.objects.filter(agent_room_name=room_name).first()
+    if session is None:
+        return False
+    fields: dict[str, Any] = {"agent_started_at": timezone.now(), "agent_identity": identity}
+    fields["agent_worker_id"] = worker_id or session.agent_worker_id or identity
+    return session_transition(session_pk=session.pk, to=AgentStatus.ACTIVE, **fields)
+
+
+def session_agent_left(*, room_name: str, aborted: bool = False, reason: str = "") -> bool:
+    """The agent left the room: a normal end, or a failure when its connection was lost."""
+    session = ConversationSession.objects.filter(agent_room_name=room_name).first()
+    if session is None or session.is_terminal:
+        return False
+    if aborted:
+        return session_fail(
+            session_pk=session.pk,
+            reason=reason or "The agent's connection to the room was lost (worker crash or network failure).",
+        )
+    if session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
+        return True
+    return session_fail(
+        session_pk=session.pk, reason=reason or "The agent left the room before it had started."
+    )
+
+
+def session_room_finished(*, room_name: str) -> bool:
+    session = ConversationSession.objects.filter(agent_room_name=room_name).first()
+    if session is None or session.is_terminal:
+        return False
+    if session.agent_status in (AgentStatus.ACTIVE, AgentStatus.STOPPING):
+        return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED)
+    if session.agent_status == AgentStatus.STARTING and session.agent_started_at is None:
+        return session_fail(
+            session_pk=session.pk, reason="The room closed before an agent joined it."
+        )
+    return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED) or session_fail(
+        session_pk=session.pk, reason="The room closed before the agent was dispatched."
+    )
+
+
+AGENT_KIND = 4  # livekit.protocol.models.ParticipantInfo.Kind.AGENT
+
+
+def session_handle_webhook(event: Any) -> str:
+    """Apply a verified LiveKit webhook event; returns what was done, for logs and tests."""
+    room_name = event.room.name if event.HasField("room") else ""
+    if not room_name:
+        return "ignored"
+    if event.event == "room_finished":
+        return "stopped" if session_room_finished(room_name=room_name) else "noop"
+    if not event.HasField("participant") or event.participant.kind != AGENT_KIND:
+        return "ignored"
+    participant = event.participant
+    if event.event == "participant_joined":
+        joined = session_agent_joined(room_name=room_name, identity=participant.identity)
+        return "active" if joined else "noop"
+    if event.event in ("participant_left", "participant_connection_aborted"):
+        left = session_agent_left(
+            room_name=room_name, aborted=event.event == "participant_connection_aborted"
+        )
+        return "left" if left else "noop"
+    return "ignored"
+
+
+# --- reconciliation ------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0
+    stopped: int = 0
+    failed: int = 0
+    requeued: int = 0
+
+
+def sessions_reconcile() -> ReconcileReport:
+    """Bring the database in line with what LiveKit reports. Run by Celery beat.
+
+    - starting longer than AGENT_START_TIMEOUT_SECONDS: no worker took the job; fail and clean up;
+    - pending/dispatching longer than AGENT_DISPATCH_TIMEOUT_SECONDS: the task was lost; fail;
+    - starting/active/stopping whose room LiveKit no longer has: stopped (or failed before join);
+    - stopping whose room still exists: close it again.
+    """
+    report = ReconcileReport()
+    now = timezone.now()
+    live = list(ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES))
+    report.checked = len(live)
+    if not live:
+        return report
+    on_server = lk.rooms_existing()
+    start_limit = timedelta(seconds=settings.AGENT_START_TIMEOUT_SECONDS)
+    dispatch_limit = timedelta(seconds=settings.AGENT_DISPATCH_TIMEOUT_SECONDS)
+    # A room we just created may not be listed yet; give every change a short grace.
+    grace = timedelta(seconds=5)
+
+    for session in live:
+        age = now - session.status_changed_at
+        status = session.agent_status
+        if status in (AgentStatus.PENDING, AgentStatus.DISPATCHING):
+            if age > dispatch_limit and session_fail(
+                session_pk=session.pk,
+                reason=f"The agent was not dispatched within {settings.AGENT_DISPATCH_TIMEOUT_SECONDS} s "
+                "(is a Celery worker running, and LiveKit reachable?).",
+            ):
+                report.failed += 1
+                if session.agent_room_name in on_server:
+                    lk.room_close(session.agent_room_name, session.dispatch_id)
+            continue
+        if age < grace:
+            continue
+        room_exists = session.agent_room_name in on_server
+        if status == AgentStatus.STARTING:
+            if not room_exists:
+                if session_fail(session_pk=session.pk, reason="The room closed before an agent joined it."):
+                    report.failed += 1
+            elif age > start_limit:
+                if session_fail(
+                    session_pk=session.pk,
+                    reason=f"No agent worker joined within {settings.AGENT_START_TIMEOUT_SECONDS} s "
+                    f"(is a '{agent_dispatch_name(session.mode)}' worker running?).",
+                ):
+                    report.failed += 1
+                    lk.room_close(session.agent_room_name, session.dispatch_id)
+        elif status == AgentStatus.ACTIVE:
+            if not room_exists and session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
+                report.stopped += 1
+        elif status == AgentStatus.STOPPING:
+            if room_exists:
+                lk.room_close(session.agent_room_name, session.dispatch_id)
+            if session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
+                report.stopped += 1
+    return report

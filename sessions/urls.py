@@ -1,0 +1,34 @@
+from django.urls import path, re_path
+
+from . import views, webhooks
+
+app_name = "livekit_agents"
+
+urlpatterns = [
+    path(
+        "start-voice-session",
+        views.WidgetSessionViewSet.as_view({"post": "start"}),
+        name="start-voice-session",
+    ),
+    path(
+        "stop-voice-session",
+        views.WidgetSessionViewSet.as_view({"post": "stop"}),
+        name="stop-voice-session",
+    ),
+    re_path(
+        r"^agent-status/(?P<session_id>[^/]{1,200})$",
+        views.WidgetSessionViewSet.as_view({"get": "agent_status"}),
+        name="agent-status",
+    ),
+    path(
+        "widget-voice-token",
+        views.WidgetSessionViewSet.as_view({"post": "widget_token"}),
+        name="widget-voice-token",
+    ),
+    path(
+        "active-agents",
+        views.StaffSessionViewSet.as_view({"get": "active_agents"}),
+        name="active-agents",
+    ),
+    path("webhook", webhooks.livekit_webhook, name="webhook"),
+]

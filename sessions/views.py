@@ -1,0 +1,134 @@
+"""The voice-session API under /api/v1/livekit-agents/. Thin: validate, call a service, serialize."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentconnect.errors import NotFound
+from voiceagents.models import Company
+
+from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication
+from .selectors import session_get_for_company, sessions_live
+from .serializers import (
+    ActiveAgentOutput,
+    AgentStatusOutput,
+    StartVoiceSessionInput,
+    StartVoiceSessionOutput,
+    StopVoiceSessionInput,
+    StopVoiceSessionOutput,
+    WidgetVoiceTokenInput,
+    WidgetVoiceTokenOutput,
+)
+from .services import session_start, session_stop_for_company, session_widget_token
+
+
+def _company_matches(request: Request, company_id: int | None) -> Company:
+    company: Company = request.auth
+    # Another company's id with this key answers like an unknown id: no leak.
+    if company_id is not None and company_id != company.pk:
+        raise NotFound("No such company for this widget key.")
+    return company
+
+
+class WidgetSessionViewSet(viewsets.ViewSet):
+    authentication_classes = [WidgetKeyAuthentication]
+    permission_classes = [HasWidgetKey]
+
+    @extend_schema(request=StartVoiceSessionInput, responses={200: StartVoiceSessionOutput, 201: StartVoiceSessionOutput})
+    def start(self, request: Request) -> Response:
+        data = StartVoiceSessionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        company = _company_matches(request, fields.pop("company_id"))
+        if "voice_id" in fields:
+            fields["tts_voice"] = fields.pop("voice_id")
+        result = session_start(
+            company=company,
+            agent_id=fields.pop("agent_id"),
+            session_id=fields.pop("session_id", None),
+            participant_name=fields.pop("participant_name", ""),
+            overrides=fields,
+        )
+        session = result.session
+        body = StartVoiceSessionOutput(
+            {
+                "session_id": session.session_id,
+                "room_name": session.agent_room_name,
+                "livekit_url": settings.LIVEKIT_PUBLIC_URL,
+                "user_token": result.user_token,
+                "status": session.agent_status,
+                "message": "Voice session started; the agent is on its way."
+                if result.created
+                else "This session is already live; here is a fresh token for it.",
+            }
+        ).data
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    @extend_schema(request=StopVoiceSessionInput, responses=StopVoiceSessionOutput)
+    def stop(self, request: Request) -> Response:
+        data = StopVoiceSessionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        company = _company_matches(request, data.validated_data.get("company_id"))
+        session = session_stop_for_company(
+            company=company, session_id=data.validated_data["session_id"]
+        )
+        return Response(
+            StopVoiceSessionOutput(
+                {
+                    "session_id": session.session_id,
+                    "status": session.agent_status,
+                    "message": "The session has ended."
+                    if session.is_terminal
+                    else "The agent is being stopped.",
+                }
+            ).data
+        )
+
+    @extend_schema(
+        parameters=[OpenApiParameter("session_id", str, OpenApiParameter.PATH)],
+        responses=AgentStatusOutput,
+    )
+    def agent_status(self, request: Request, session_id: str) -> Response:
+        session = session_get_for_company(company=request.auth, session_id=session_id)
+        if session is None:
+            raise NotFound("No session with that session_id.")
+        return Response(AgentStatusOutput(session).data)
+
+    @extend_schema(request=WidgetVoiceTokenInput, responses=WidgetVoiceTokenOutput)
+    def widget_token(self, request: Request) -> Response:
+        data = WidgetVoiceTokenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        company = _company_matches(request, data.validated_data.get("company_id"))
+        session, token, identity = session_widget_token(
+            company=company,
+            session_id=data.validated_data["session_id"],
+            participant_name=data.validated_data.get("participant_name", ""),
+        )
+        return Response(
+            WidgetVoiceTokenOutput(
+                {
+                    "session_id": session.session_id,
+                    "room_name": session.agent_room_name,
+                    "livekit_url": settings.LIVEKIT_PUBLIC_URL,
+                    "user_token": token,
+                    "participant_identity": identity,
+                    "status": session.agent_status,
+                }
+            ).data
+        )
+
+
+class StaffSessionViewSet(viewsets.ViewSet):
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=ActiveAgentOutput(many=True))
+    def active_agents(self, request: Request) -> Response:
+        sessions = sessions_live().order_by("created_at")
+        rows = ActiveAgentOutput(sessions, many=True).data
+        return Response({"success": True, "count": len(rows), "agents": rows})

@@ -1,0 +1,43 @@
+from django.contrib import admin
+
+from .models import Company, VoiceAgent
+
+
+class VoiceAgentInline(admin.TabularInline):
+    model = VoiceAgent
+    extra = 0
+    fields = ("name", "mode", "llm_provider", "stt_provider", "tts_provider", "is_active")
+    show_change_link = True
+
+
+@admin.register(Company)
+class CompanyAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "widget_key_hint", "max_concurrent_sessions", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    # The key is shown once, on the change page, to paste into the widget tag;
+    # lists show only a hint.
+    readonly_fields = ("widget_key", "created_at", "updated_at")
+    inlines = [VoiceAgentInline]
+
+    @admin.display(description="widget key")
+    def widget_key_hint(self, obj: Company) -> str:
+        return obj.widget_key_hint
+
+
+@admin.register(VoiceAgent)
+class VoiceAgentAdmin(admin.ModelAdmin):
+    list_display = ("name", "company", "mode", "llm_provider", "llm_model", "stt_provider", "tts_provider", "is_active")
+    list_filter = ("mode", "is_active", "company", "llm_provider", "stt_provider", "tts_provider")
+    search_fields = ("name", "company__name")
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("company", "name", "mode", "is_active", "reply_policy")}),
+        ("Conversation", {"fields": ("system_prompt", "greeting_message")}),
+        (
+            "Providers (blank: deployment default)",
+            {"fields": ("llm_provider", "llm_model", "stt_provider", "tts_provider", "tts_voice", "vad_enabled", "allow_interruptions")},
+        ),
+        ("Times", {"fields": ("created_at", "updated_at")}),
+    )

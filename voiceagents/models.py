@@ -1,0 +1,109 @@
+"""Companies (tenants) and their voice agent profiles."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.validators import MaxLengthValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from .catalog import (
+    GREETING_MAX_LENGTH,
+    LLM_MODEL_MAX_LENGTH,
+    LLM_MODEL_PATTERN,
+    SYSTEM_PROMPT_MAX_LENGTH,
+    AgentMode,
+    LLMProvider,
+    ReplyPolicy,
+    STTProvider,
+    TTSProvider,
+    Voice,
+)
+
+WIDGET_KEY_PREFIX = "wk_"
+
+
+def new_widget_key() -> str:
+    return WIDGET_KEY_PREFIX + secrets.token_urlsafe(24)
+
+
+class Company(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    # Public by design (it sits in a website's script tag); it identifies the
+    # company, and the allowed origins limit which websites may use it.
+    widget_key = models.CharField(max_length=64, unique=True, default=new_widget_key)
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Website origins allowed to use the widget key, e.g. "
+        '["https://www.example.com"]. Browser requests from any other origin are refused.',
+    )
+    max_concurrent_sessions = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)]
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "companies"
+        verbose_name_plural = "companies"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def widget_key_hint(self) -> str:
+        """The key with its secret part elided, for places that only need to recognise it."""
+        return f"{self.widget_key[:7]}…{self.widget_key[-4:]}"
+
+
+class VoiceAgent(models.Model):
+    """An agent profile. Blank provider fields fall back to the deployment's AGENT_* defaults."""
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=100)
+    mode = models.CharField(max_length=20, choices=AgentMode.choices, default=AgentMode.ONE_TO_ONE)
+    system_prompt = models.TextField(
+        blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_LENGTH)]
+    )
+    greeting_message = models.TextField(
+        blank=True, validators=[MaxLengthValidator(GREETING_MAX_LENGTH)]
+    )
+    llm_provider = models.CharField(max_length=20, choices=LLMProvider.choices, blank=True)
+    llm_model = models.CharField(
+        max_length=LLM_MODEL_MAX_LENGTH,
+        blank=True,
+        validators=[RegexValidator(LLM_MODEL_PATTERN)],
+    )
+    stt_provider = models.CharField(max_length=20, choices=STTProvider.choices, blank=True)
+    tts_provider = models.CharField(max_length=20, choices=TTSProvider.choices, blank=True)
+    tts_voice = models.CharField(max_length=20, choices=Voice.choices, blank=True)
+    vad_enabled = models.BooleanField(null=True, blank=True, help_text="Blank: deployment default")
+    allow_interruptions = models.BooleanField(
+        null=True, blank=True, help_text="Blank: deployment default"
+    )
+    reply_policy = models.CharField(
+        max_length=20,
+        choices=ReplyPolicy.choices,
+        default=ReplyPolicy.ALWAYS,
+        help_text="Conference agents only: answer every turn, or only when addressed by name.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "voice_agents"
+        ordering = ["company__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "name"], name="voice_agent_unique_name"),
+            models.CheckConstraint(
+                condition=models.Q(mode__in=AgentMode.values), name="voice_agent_valid_mode"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.company})"
