@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# What `make test` runs: start the private test services, run pytest with
+# their environment, stop again whatever this run started (services that were
+# already up stay up, so a developer can iterate). Arguments go to pytest.
+#
+# Exit status: pytest's, except that "no tests collected" (pytest's 5) is a
+# failure reported as 1; an interrupted run exits 130/143. CI is passed
+# through from the caller's environment (.ci/run sets CI=true).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*"; }
+
+[[ -x .venv/bin/pytest ]] || { echo "run-tests: .venv/bin/pytest missing; run scripts/install-deps.sh" >&2; exit 1; }
+
+services_up=0
+started_file="$(mktemp "${TMPDIR:-/tmp}/agentconnect-started.XXXXXX")"
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -s "$started_file" ]]; then
+        # shellcheck disable=SC2046
+        scripts/test-services.sh stop $(cat "$started_file") || true
+    elif [[ $services_up == 1 ]]; then
+        say "test services were already running before this run; leaving them up"
+    fi
+    rm -f "$started_file"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+scripts/test-services.sh start --started-file "$started_file"
+services_up=1
+
+# shellcheck disable=SC1091
+. .run/test/env
+
+say "pytest $*"
+rc=0
+.venv/bin/pytest "$@" || rc=$?
+
+case "$rc" in
+    0) say "tests passed" ;;
+    5) say "pytest collected no tests: that is a failure"; rc=1 ;;
+    *) say "tests FAILED (pytest exit status $rc)" ;;
+esac
+exit "$rc"
