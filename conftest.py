@@ -1,0 +1,39 @@
+"""Test rig: the suite runs against real PostgreSQL, Redis and livekit-server.
+
+`make test` starts them (scripts/test-services.sh) and exports their
+addresses. A missing service is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+# Tests run with DEBUG off (as production); give them a secret that is not one.
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
+
+REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        raise pytest.UsageError(
+            f"test services not configured ({', '.join(missing)} unset): run `make test`, "
+            "or `make services-up && . .run/test/env` before pytest"
+        )
+    down = [name for name in ("DATABASE_URL", "REDIS_URL", "LIVEKIT_URL") if not _reachable(os.environ[name])]
+    if down:
+        raise pytest.UsageError(f"test services not reachable: {', '.join(down)} (run `make services-up`)")
