@@ -91,6 +91,13 @@ def room_ensure_with_dispatch(spec: RoomSpec, *, replace: bool = False) -> str:
                 empty_timeout=spec.empty_timeout,
                 departure_timeout=spec.departure_timeout,
                 max_participants=spec.max_participants,
+                # Naming the dispatch at creation keeps LiveKit from adding its
+                # default (unnamed) dispatch: the room gets exactly our agent.
+                agents=[
+                    api.RoomAgentDispatch(
+                        agent_name=spec.agent_name, metadata=json.dumps(spec.metadata)
+                    )
+                ],
             )
         )
         for existing in await client.agent_dispatch.list_dispatch(room_name=spec.name):
