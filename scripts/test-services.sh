@@ -6,21 +6,25 @@
 #   scripts/test-services.sh status                        # exit 0 = all up
 #   scripts/test-services.sh env                           # print the env file
 #
-# All state lives under .run/test/ (ignored by git). `start` leaves a running
-# instance alone and, with --started-file, appends the names of the services
-# it did start, so a caller can stop exactly those afterwards. `stop` only
-# touches the processes named by our own pidfiles.
+# Ports: postgres 54329, redis 63799, livekit 7980 (rtc tcp 7981, udp 7982),
+# webhooks to the test live server on 18765. All state lives under .run/test/
+# (ignored by git). `start` leaves a running instance alone and, with
+# --started-file, appends the names of the services it did start, so a caller
+# can stop exactly those afterwards. `stop` only touches the processes named by
+# our own pidfiles.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.run/test"
 
-PG_PORT=54329
-REDIS_PORT=63799
-LK_PORT=7980
-LK_RTC_TCP=7981
-LK_RTC_UDP=7982
-LIVESERVER_PORT=18765     # the Django live server the webhooks are sent to
+# The ports are fixed so the env file is predictable; the TEST_*_PORT variables
+# exist only to run a second checkout's services next to the first one.
+PG_PORT="${TEST_PG_PORT:-54329}"
+REDIS_PORT="${TEST_REDIS_PORT:-63799}"
+LK_PORT="${TEST_LIVEKIT_PORT:-7980}"
+LK_RTC_TCP="${TEST_LIVEKIT_RTC_TCP_PORT:-$((LK_PORT + 1))}"
+LK_RTC_UDP="${TEST_LIVEKIT_RTC_UDP_PORT:-$((LK_PORT + 2))}"
+LIVESERVER_PORT="${TEST_LIVESERVER_PORT:-18765}"   # the Django live server webhooks go to
 LK_KEY=testkey
 START_TIMEOUT=60          # seconds per service
 
