@@ -39,9 +39,16 @@ services_up=1
 # shellcheck disable=SC1091
 . .run/test/env
 
-say "pytest $*"
+# pytest.ini pins the live server to 127.0.0.1:18765 (where livekit's webhooks
+# go); follow a TEST_LIVESERVER_PORT override (a second checkout's services).
+extra=()
+if [[ "$TEST_LIVESERVER_PORT" != 18765 ]]; then
+    extra=(--liveserver "127.0.0.1:$TEST_LIVESERVER_PORT")
+fi
+
+say "pytest ${extra[*]} $*"
 rc=0
-.venv/bin/pytest "$@" || rc=$?
+.venv/bin/pytest "${extra[@]}" "$@" || rc=$?
 
 case "$rc" in
     0) say "tests passed" ;;
