@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # e.g. make test PYTEST_ARGS='-k webhook -x'
 PYTEST_ARGS ?=
-MYPY_ARGS ?= agentconnect sessions voiceagents
+MYPY_ARGS ?= agentconnect sessions voiceagents tests
 
 .PHONY: help deps test run services-up services-down services-status lint bench
 
