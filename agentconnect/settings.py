@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from agentconnect.logconfig import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes reach /healthz and /readyz by IP, before the host check (agentconnect/health.py).
+    "agentconnect.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -85,6 +89,14 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 # A connection that died while idle (a database restart) is replaced, not reused.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # An unreachable database host fails a connection (and /readyz) in seconds, not minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
+# Lets two test runs share one PostgreSQL server without dropping each other's database.
+if env.str("TEST_DATABASE_NAME", default=""):
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -160,6 +172,18 @@ AGENT_START_TIMEOUT_SECONDS = env.int("AGENT_START_TIMEOUT_SECONDS", default=60)
 # A session stuck in pending/dispatching this long (lost task, broker outage) is retried or failed.
 AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", default=120)
 
+# --- Agent workers (manage.py run_voice_agent / run_conference_agent) ------------------
+
+AGENT_DRAIN_TIMEOUT_SECONDS = env.int("AGENT_DRAIN_TIMEOUT_SECONDS", default=300)
+AGENT_NUM_IDLE_PROCESSES = env.int("AGENT_NUM_IDLE_PROCESSES", default=2)
+AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=0.7)
+# Attempts to reach LiveKit before the worker gives up and exits non-zero.
+AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
+AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")
+VOICE_AGENT_HTTP_PORT = env.int("VOICE_AGENT_HTTP_PORT", default=8081)
+CONFERENCE_AGENT_HTTP_PORT = env.int("CONFERENCE_AGENT_HTTP_PORT", default=8082)
+AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS", default=60)
+
 # --- Agent defaults (used when neither the request nor the agent profile says) --------
 
 AGENT_LLM_PROVIDER = env.str("AGENT_LLM_PROVIDER", default="openai")
@@ -189,13 +213,16 @@ DEEPGRAM_BASE_URL = env.str("DEEPGRAM_BASE_URL", default="")
 # --- Logging --------------------------------------------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}
+# json: one JSON object per line (production); text: readable lines (development).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+
+# --- Operations: metrics, health --------------------------------------------------------
+
+# When set, /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its task metrics on this port (0: off); see docs/operations.md.
+CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True

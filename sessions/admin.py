@@ -8,8 +8,25 @@ from django.http import HttpRequest
 
 from agentconnect.errors import ApplicationError
 
-from .models import ConversationSession
+from .models import ConversationSession, TranscriptTurn
 from .services import session_redispatch, session_stop
+from .transcripts import latency_summary
+
+
+class TranscriptTurnInline(admin.TabularInline):
+    model = TranscriptTurn
+    extra = 0
+    can_delete = False
+    fields = ("sequence", "role", "speaker_name", "text", "started_at", "interrupted", "latency")
+    readonly_fields = fields
+    ordering = ("sequence",)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="latency (s)")
+    def latency(self, obj: TranscriptTurn) -> str:
+        return ", ".join(f"{k}={v:.3f}" for k, v in sorted((obj.metrics or {}).items())) or "—"
 
 
 @admin.register(ConversationSession)
@@ -33,7 +50,18 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     list_select_related = ("company", "agent")
     ordering = ("-created_at",)
     actions = ("stop_agent", "redispatch_agent")
-    readonly_fields = [f.name for f in ConversationSession._meta.fields] + ["duration"]
+    readonly_fields = [f.name for f in ConversationSession._meta.fields] + ["duration", "latency_summary"]
+    inlines = [TranscriptTurnInline]
+
+    @admin.display(description="latency summary (s)")
+    def latency_summary(self, obj: ConversationSession) -> str:
+        summary = latency_summary(list(obj.turns.all()))
+        if not summary:
+            return "—"
+        return "; ".join(
+            f"{name}: median {row['median']:.3f}, max {row['max']:.3f} (n={row['count']})"
+            for name, row in summary.items()
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Sessions start through the API, which resolves and snapshots the configuration.

@@ -44,6 +44,9 @@ class ConversationSession(models.Model):
     visitor_identity = models.CharField(max_length=128)
     dispatch_id = models.CharField(max_length=128, blank=True)
     failure_reason = models.TextField(blank=True)
+    # Totals reported by the agent worker: llm_prompt_tokens, llm_completion_tokens,
+    # stt_audio_seconds, tts_characters, tts_audio_seconds.
+    usage = models.JSONField(default=dict, blank=True)
     redispatch_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="redispatches"
     )
@@ -84,3 +87,39 @@ class ConversationSession(models.Model):
         if self.agent_stopped_at is None:
             return None
         return (self.agent_stopped_at - self.agent_started_at).total_seconds()
+
+
+class TurnRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class TranscriptTurn(models.Model):
+    """One utterance of the conversation, written by the agent worker as it happens."""
+
+    session = models.ForeignKey(ConversationSession, on_delete=models.CASCADE, related_name="turns")
+    sequence = models.PositiveIntegerField()
+    role = models.CharField(max_length=10, choices=TurnRole.choices)
+    # Who spoke: the visitor's or the agent's participant identity and display
+    # name; in conference sessions this is what tells speakers apart.
+    speaker_identity = models.CharField(max_length=128, blank=True)
+    speaker_name = models.CharField(max_length=128, blank=True)
+    text = models.TextField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    interrupted = models.BooleanField(default=False)
+    # Seconds: end_of_turn_delay, transcription_delay (user turns); llm_ttft,
+    # tts_ttfb, response_latency = user stopped speaking → agent started (assistant turns).
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "transcript_turns"
+        ordering = ["session", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "sequence"], name="turn_unique_sequence"),
+            models.CheckConstraint(condition=models.Q(role__in=TurnRole.values), name="turn_valid_role"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.sequence} {self.role}: {self.text[:40]}"

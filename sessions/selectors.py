@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from agentconnect.errors import ApplicationError
 from voiceagents.models import Company
 
 from .models import LIVE_STATUSES, ConversationSession
@@ -27,3 +28,16 @@ def sessions_live() -> QuerySet[ConversationSession]:
 
 def session_by_room(room_name: str) -> ConversationSession | None:
     return ConversationSession.objects.filter(agent_room_name=room_name).first()
+
+
+def session_for_staff(*, session_id: str, company_id: str | None) -> ConversationSession | None:
+    """Staff look a session up by its public id; ids are unique per company, so name the company when two share one."""
+    sessions = ConversationSession.objects.filter(session_id=session_id)
+    if company_id:
+        if not str(company_id).isdigit():
+            raise ApplicationError("company_id must be a number.")
+        sessions = sessions.filter(company_id=int(company_id))
+    found = list(sessions[:2])
+    if len(found) > 1:
+        raise ApplicationError("Several companies have a session with that id; add ?company_id=.")
+    return found[0] if found else None

@@ -18,7 +18,7 @@ from voiceagents.catalog import (
     Voice,
 )
 
-from .models import SESSION_ID_PATTERN, ConversationSession
+from .models import SESSION_ID_PATTERN, ConversationSession, TranscriptTurn
 
 session_id_field = serializers.CharField(
     max_length=64,
@@ -166,3 +166,28 @@ class StopVoiceSessionOutput(serializers.Serializer):
     session_id = serializers.CharField()
     status = serializers.CharField()
     message = serializers.CharField()
+
+
+class TranscriptTurnOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TranscriptTurn
+        fields = [
+            "sequence",
+            "role",
+            "speaker_identity",
+            "speaker_name",
+            "text",
+            "started_at",
+            "ended_at",
+            "interrupted",
+            "metrics",
+        ]
+
+
+class TranscriptOutput(serializers.Serializer):
+    success = serializers.BooleanField(default=True)
+    session_id = serializers.CharField()
+    status = serializers.CharField()
+    turns = TranscriptTurnOutput(many=True)
+    usage = serializers.DictField()
+    latency = serializers.DictField()

@@ -304,12 +304,33 @@ def session_finish_stop(*, session_pk: int) -> None:
 
 
 def session_agent_joined(*, room_name: str, identity: str, worker_id: str = "") -> bool:
+    """The agent is in the room: reported both by the webhook and by the worker itself.
+
+    Whichever comes first moves the session to active; the worker's report
+    also records its worker id, even when the webhook was first.
+    """
     session = ConversationSession.objects.filter(agent_room_name=room_name).first()
     if session is None:
         return False
-    fields: dict[str, Any] = {"agent_started_at": timezone.now(), "agent_identity": identity}
-    fields["agent_worker_id"] = worker_id or session.agent_worker_id or identity
-    return session_transition(session_pk=session.pk, to=AgentStatus.ACTIVE, **fields)
+    fields: dict[str, Any] = {"agent_identity": identity}
+    if worker_id:
+        fields["agent_worker_id"] = worker_id
+    moved = session_transition(
+        session_pk=session.pk,
+        to=AgentStatus.ACTIVE,
+        agent_started_at=timezone.now(),
+        **{"agent_worker_id": worker_id or identity, **fields},
+    )
+    if not moved and worker_id:
+        ConversationSession.objects.filter(pk=session.pk, agent_status=AgentStatus.ACTIVE).update(**fields)
+    return moved
+
+
+def session_agent_finished(*, session_pk: int, error: str = "") -> bool:
+    """The worker's own report at the end of its conversation: stopped, or failed with a reason."""
+    if error:
+        return session_fail(session_pk=session_pk, reason=error)
+    return session_transition(session_pk=session_pk, to=AgentStatus.STOPPED)
 
 
 def session_agent_left(*, room_name: str, aborted: bool = False, reason: str = "") -> bool:

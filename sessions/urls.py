@@ -30,5 +30,10 @@ urlpatterns = [
         views.StaffSessionViewSet.as_view({"get": "active_agents"}),
         name="active-agents",
     ),
+    re_path(
+        r"^sessions/(?P<session_id>[^/]{1,200})/transcript$",
+        views.TranscriptView.as_view({"get": "retrieve"}),
+        name="transcript",
+    ),
     path("webhook", webhooks.livekit_webhook, name="webhook"),
 ]

@@ -13,7 +13,7 @@ from agentconnect.errors import NotFound
 from voiceagents.models import Company
 
 from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication
-from .selectors import session_get_for_company, sessions_live
+from .selectors import session_get_for_company, session_for_staff, sessions_live
 from .serializers import (
     ActiveAgentOutput,
     AgentStatusOutput,
@@ -21,10 +21,12 @@ from .serializers import (
     StartVoiceSessionOutput,
     StopVoiceSessionInput,
     StopVoiceSessionOutput,
+    TranscriptOutput,
     WidgetVoiceTokenInput,
     WidgetVoiceTokenOutput,
 )
 from .services import session_start, session_stop_for_company, session_widget_token
+from .transcripts import latency_summary
 
 
 def _company_matches(request: Request, company_id: int | None) -> Company:
@@ -132,3 +134,37 @@ class StaffSessionViewSet(viewsets.ViewSet):
         sessions = sessions_live().order_by("created_at")
         rows = ActiveAgentOutput(sessions, many=True).data
         return Response({"success": True, "count": len(rows), "agents": rows})
+
+
+class TranscriptView(viewsets.ViewSet):
+    """The stored transcript with per-turn latency: for the owning company's widget key, or staff."""
+
+    authentication_classes = [WidgetKeyAuthentication, SessionAuthentication]
+    permission_classes = [HasWidgetKey | IsStaff]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("session_id", str, OpenApiParameter.PATH),
+            OpenApiParameter("company_id", int, OpenApiParameter.QUERY, required=False),
+        ],
+        responses=TranscriptOutput,
+    )
+    def retrieve(self, request: Request, session_id: str) -> Response:
+        if isinstance(request.auth, Company):
+            session = session_get_for_company(company=request.auth, session_id=session_id)
+        else:
+            session = session_for_staff(session_id=session_id, company_id=request.query_params.get("company_id"))
+        if session is None:
+            raise NotFound("No session with that session_id.")
+        turns = list(session.turns.all())
+        return Response(
+            TranscriptOutput(
+                {
+                    "session_id": session.session_id,
+                    "status": session.agent_status,
+                    "turns": turns,
+                    "usage": session.usage,
+                    "latency": latency_summary(turns),
+                }
+            ).data
+        )

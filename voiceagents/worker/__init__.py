@@ -1,0 +1,1 @@
+"""The agent worker runtime: LiveKit's AgentServer run as a Django management command."""

@@ -1,0 +1,280 @@
+"""One conversation as the worker runs it: providers, lifecycle reports, transcript recording.
+
+Shared by the one-to-one and the conference entrypoints; they differ in how
+the session hears the room (one linked visitor, or everyone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, JobContext
+from livekit.agents.llm import ChatMessage
+from livekit.agents.voice import events as ev
+
+from .reporting import db, session_pk_for_room
+
+logger = logging.getLogger("agentconnect.worker")
+
+USAGE_FLUSH_SECONDS = 2.0
+
+
+def job_config(ctx: JobContext) -> dict[str, Any]:
+    """The configuration snapshot the API resolved, sent as dispatch metadata."""
+    try:
+        config = json.loads(ctx.job.metadata or "{}")
+    except json.JSONDecodeError:
+        config = {}
+    return config if isinstance(config, dict) else {}
+
+
+@dataclass
+class Speaker:
+    identity: str
+    name: str
+
+
+def usage_totals(session: AgentSession) -> dict[str, float]:
+    totals = {
+        "llm_prompt_tokens": 0.0,
+        "llm_completion_tokens": 0.0,
+        "stt_audio_seconds": 0.0,
+        "tts_characters": 0.0,
+        "tts_audio_seconds": 0.0,
+    }
+    for usage in session.usage.model_usage:
+        kind = getattr(usage, "type", "")
+        if kind == "llm_usage":
+            totals["llm_prompt_tokens"] += usage.input_tokens
+            totals["llm_completion_tokens"] += usage.output_tokens
+        elif kind == "stt_usage":
+            totals["stt_audio_seconds"] += usage.audio_duration
+        elif kind == "tts_usage":
+            totals["tts_characters"] += usage.characters_count
+            totals["tts_audio_seconds"] += usage.audio_duration
+    return {k: round(v, 3) for k, v in totals.items()}
+
+
+@dataclass
+class TranscriptRecorder:
+    """Writes each conversation item as a transcript turn, in order, off the audio path."""
+
+    session_pk: int
+    agent_speaker: Speaker
+    user_speaker: Speaker
+    _queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    _writer: asyncio.Task[None] | None = None
+    _last_user_stopped: float | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="transcript-writer")
+
+    def on_item(self, item: Any, speaker: Speaker | None = None) -> None:
+        if not isinstance(item, ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        text = (item.text_content or "").strip()
+        if not text:
+            return
+        m = item.metrics or {}
+        metrics: dict[str, float] = {}
+        if item.role == "user":
+            who = speaker or self.user_speaker
+            for name in ("end_of_turn_delay", "transcription_delay"):
+                if name in m:
+                    metrics[name] = m[name]  # type: ignore[literal-required]
+            self._last_user_stopped = m.get("stopped_speaking_at") or self._last_user_stopped
+        else:
+            who = self.agent_speaker
+            if "llm_node_ttft" in m:
+                metrics["llm_ttft"] = m["llm_node_ttft"]
+            if "tts_node_ttfb" in m:
+                metrics["tts_ttfb"] = m["tts_node_ttfb"]
+            started = m.get("started_speaking_at")
+            if started and self._last_user_stopped and started >= self._last_user_stopped:
+                metrics["response_latency"] = started - self._last_user_stopped
+                self._last_user_stopped = None
+        self._queue.put_nowait(
+            {
+                "role": item.role,
+                "text": text,
+                "speaker_identity": who.identity,
+                "speaker_name": who.name,
+                "started_at": m.get("started_speaking_at") or item.created_at,
+                "ended_at": m.get("stopped_speaking_at"),
+                "interrupted": bool(item.interrupted),
+                "metrics": metrics,
+            }
+        )
+
+    async def _write_loop(self) -> None:
+        from sessions.transcripts import transcript_turn_add
+
+        while (turn := await self._queue.get()) is not None:
+            try:
+                await db(transcript_turn_add, session_pk=self.session_pk, **turn)
+            except Exception:
+                logger.exception("could not store a transcript turn", extra={"session_pk": self.session_pk})
+            try:
+                from agentconnect.metrics import observe_turn
+            except ImportError:
+                continue
+            observe_turn(turn["metrics"])
+
+    async def aclose(self) -> None:
+        if self._writer is None:
+            return
+        self._queue.put_nowait(None)
+        await asyncio.wait_for(self._writer, timeout=10)
+
+
+class Conversation:
+    """Lifecycle of one job: report active, run the AgentSession, report how it ended."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.config = job_config(ctx)
+        self.room_name = ctx.job.room.name
+        self.session_pk: int | None = None
+        self.session: AgentSession | None = None
+        self.recorder: TranscriptRecorder | None = None
+        self._error: str = ""
+        self._finished = False
+        self._usage_flushed_at = 0.0
+        ctx.log_context_fields = {
+            "session_id": self.config.get("session_id", ""),
+            "room": self.room_name,
+        }
+
+    async def prepare(self) -> bool:
+        """Find the session; False when there is none (a stale or foreign dispatch)."""
+        self.session_pk = await db(session_pk_for_room, room_name=self.room_name)
+        if self.session_pk is None:
+            logger.warning("no session for room %s; leaving", self.room_name)
+            return False
+        self.ctx.add_shutdown_callback(self._on_shutdown)
+        return True
+
+    async def fail(self, reason: str) -> None:
+        """Record a failure the visitor can read, then end the job and its room."""
+        logger.error("conversation failed: %s", reason, extra=self.ctx.log_context_fields)
+        self._error = reason
+        await self._finish()
+        self.ctx.delete_room()
+        self.ctx.shutdown(reason)
+
+    async def report_joined(self) -> None:
+        from sessions.services import session_agent_joined
+
+        await db(
+            session_agent_joined,
+            room_name=self.room_name,
+            identity=self.ctx.room.local_participant.identity,
+            worker_id=self.ctx.worker_id,
+        )
+
+    def attach(self, session: AgentSession, *, user: Speaker) -> TranscriptRecorder:
+        assert self.session_pk is not None
+        self.session = session
+        agent_speaker = Speaker(
+            identity=self.ctx.room.local_participant.identity,
+            name=str(self.config.get("agent_name") or "Agent"),
+        )
+        self.recorder = TranscriptRecorder(self.session_pk, agent_speaker, user)
+        self.recorder.start()
+
+        @session.on("conversation_item_added")
+        def _on_item(event: ev.ConversationItemAddedEvent) -> None:
+            assert self.recorder is not None
+            self.recorder.on_item(event.item, speaker=self.speaker_for(event.item))
+
+        @session.on("session_usage_updated")
+        def _on_usage(event: ev.SessionUsageUpdatedEvent) -> None:
+            if time.monotonic() - self._usage_flushed_at > USAGE_FLUSH_SECONDS:
+                self._usage_flushed_at = time.monotonic()
+                asyncio.create_task(self._flush_usage())
+
+        @session.on("error")
+        def _on_error(event: ev.ErrorEvent) -> None:
+            error = event.error
+            if getattr(error, "recoverable", True):
+                logger.warning("provider error (recoverable): %r", error, extra=self.ctx.log_context_fields)
+
+        @session.on("close")
+        def _on_close(event: ev.CloseEvent) -> None:
+            if event.error is not None:
+                self._error = describe_error(event.error)
+            self.ctx.shutdown(f"session closed: {event.reason.value}")
+
+        return self.recorder
+
+    def speaker_for(self, item: Any) -> Speaker | None:
+        """The conference agent overrides this to attribute user turns; 1:1 has one visitor."""
+        return None
+
+    async def _flush_usage(self) -> None:
+        from sessions.transcripts import session_usage_record
+
+        if self.session is None or self.session_pk is None:
+            return
+        try:
+            await db(session_usage_record, session_pk=self.session_pk, usage=usage_totals(self.session))
+        except Exception:
+            logger.exception("could not store usage", extra=self.ctx.log_context_fields)
+
+    async def _finish(self) -> None:
+        from sessions.services import session_agent_finished
+
+        if self._finished or self.session_pk is None:
+            return
+        self._finished = True
+        if self.recorder is not None:
+            await self.recorder.aclose()
+        await self._flush_usage()
+        await db(session_agent_finished, session_pk=self.session_pk, error=self._error)
+
+    async def _on_shutdown(self, reason: str) -> None:
+        # Every way out of a job (visitor left, session error, drain timeout,
+        # stop from the API) passes here: the database hears how it ended.
+        logger.info("job shutting down: %s", reason, extra=self.ctx.log_context_fields)
+        if self.session is not None:
+            try:
+                await asyncio.wait_for(self.session.aclose(), timeout=5)
+            except Exception:
+                logger.warning("session did not close cleanly", exc_info=True)
+        await self._finish()
+
+
+def describe_error(error: Any) -> str:
+    """A reason a human can read: which provider failed, and how."""
+    inner = getattr(error, "error", error)
+    source = type(error).__name__.replace("Error", "").upper() or "agent"
+    label = getattr(inner, "message", None) or str(inner) or type(inner).__name__
+    return f"{source} provider failed: {label}"[:900]
+
+
+def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
+    return AgentSession(
+        stt=providers.stt,
+        llm=providers.llm,
+        tts=providers.tts,
+        vad=providers.vad,
+        **providers.session_kwargs(),
+    )
+
+
+def agent_for(config: dict[str, Any]) -> Agent:
+    return Agent(instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT))
+
+
+async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:
+    try:
+        return await asyncio.wait_for(ctx.wait_for_participant(identity=identity), timeout)
+    except asyncio.TimeoutError:
+        return None

@@ -1,0 +1,37 @@
+"""The worker's door to the database: session services wrapped for asyncio.
+
+Django's ORM is synchronous; every call runs in a worker thread, with stale
+connections closed around it so a database restart is survived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+T = TypeVar("T")
+
+
+def _with_fresh_connection(func: Callable[..., T]) -> Callable[..., T]:
+    def call(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return call
+
+
+async def db(func: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run a service function off the event loop."""
+    return await sync_to_async(_with_fresh_connection(func), thread_sensitive=True)(**kwargs)
+
+
+def session_pk_for_room(room_name: str) -> int | None:
+    from sessions.models import ConversationSession
+
+    return ConversationSession.objects.filter(agent_room_name=room_name).values_list("pk", flat=True).first()

@@ -1,0 +1,100 @@
+"""Running an AgentServer from a management command: options, signals, draining, exit codes.
+
+Shared by run_voice_agent and run_conference_agent; only the entrypoint and
+the agent name differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from livekit.agents import AgentServer, JobContext, JobProcess
+
+logger = logging.getLogger("agentconnect.worker")
+
+EXIT_OK = 0
+EXIT_CONNECT_FAILED = 2
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    agent_name: str
+    entrypoint: Callable[[JobContext], Awaitable[None]]
+    prewarm: Callable[[JobProcess], None]
+    http_port: int
+
+
+def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
+    """Explicit dispatch only: registering with an agent_name means LiveKit never
+    sends this worker a job that was not dispatched to that name."""
+    server = AgentServer(
+        setup_fnc=spec.prewarm,
+        # dev: no idle pool, a process starts per job; start: prewarmed processes
+        # so a job begins without paying for imports and model loading.
+        num_idle_processes=0 if devmode else settings.AGENT_NUM_IDLE_PROCESSES,
+        load_threshold=settings.AGENT_LOAD_THRESHOLD,
+        drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS,
+        max_retry=settings.AGENT_WORKER_MAX_RETRY,
+        ws_url=settings.LIVEKIT_URL,
+        api_key=settings.LIVEKIT_API_KEY,
+        api_secret=settings.LIVEKIT_API_SECRET,
+        host=settings.AGENT_HTTP_HOST,
+        port=0 if devmode else spec.http_port,
+        initialize_process_timeout=60.0,
+        shutdown_process_timeout=15.0,
+        log_level="DEBUG" if devmode else "INFO",
+    )
+    server.rtc_session(spec.entrypoint, agent_name=spec.agent_name)
+    return server
+
+
+async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> int:
+    """Run until SIGTERM/SIGINT (drain, then exit 0) or until LiveKit cannot be reached (non-zero)."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def request_stop(signame: str) -> None:
+        if stopping.is_set():
+            logger.warning("%s again: closing now without waiting for conversations", signame)
+            asyncio.ensure_future(server.aclose())
+            return
+        logger.info("%s: draining (no new jobs; up to %.0f s for active conversations)", signame, drain_timeout)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+
+    async def drain_then_close() -> None:
+        await stopping.wait()
+        try:
+            await server.drain(timeout=int(drain_timeout))
+            logger.info("drained: every conversation ended")
+        except asyncio.TimeoutError:
+            logger.warning("drain timeout passed; ending the remaining conversations")
+        await server.aclose()
+
+    closer = asyncio.create_task(drain_then_close())
+    try:
+        await server.run(devmode=devmode)
+    except Exception as exc:
+        logger.error("agent worker stopped: %s", exc)
+        await server.aclose()
+        return EXIT_CONNECT_FAILED
+    finally:
+        if not closer.done():
+            closer.cancel()
+    return EXIT_OK
+
+
+def run_worker(spec: WorkerSpec, *, mode: str) -> int:
+    devmode = mode == "dev"
+    if devmode:
+        logging.getLogger("agentconnect").setLevel(logging.DEBUG)
+        logging.getLogger("livekit.agents").setLevel(logging.DEBUG)
+    server = build_server(spec, devmode=devmode)
+    return asyncio.run(serve(server, devmode=devmode, drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS))

@@ -1,0 +1,64 @@
+"""The one-to-one voice agent's job: greet the visitor and converse until they leave."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
+
+from .conversation import Conversation, Speaker, agent_for, build_agent_session, wait_for_identity
+
+logger = logging.getLogger("agentconnect.worker")
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Runs once in every job process before it takes a job: Django, then the VAD model."""
+    import django
+
+    django.setup()
+    from voiceagents.providers.factory import load_vad
+
+    proc.userdata["vad"] = load_vad()
+
+
+async def voice_entrypoint(ctx: JobContext) -> None:
+    from voiceagents.providers.factory import ProviderConfigError, build_providers
+
+    conversation = Conversation(ctx)
+    if not await conversation.prepare():
+        ctx.shutdown("no session for this room")
+        return
+    config = conversation.config
+    try:
+        providers = build_providers(config, settings=settings, vad=ctx.proc.userdata.get("vad"))
+    except ProviderConfigError as exc:
+        await conversation.fail(str(exc))
+        return
+
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    await conversation.report_joined()
+
+    visitor_identity = str(config.get("visitor_identity") or "")
+    visitor = await wait_for_identity(ctx, visitor_identity, settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS)
+    if visitor is None:
+        await conversation.fail(
+            f"The visitor did not join within {settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS} s."
+        )
+        return
+
+    session = build_agent_session(config, providers)
+    conversation.attach(session, user=Speaker(identity=visitor.identity, name=visitor.name or "Visitor"))
+    await session.start(
+        agent=agent_for(config),
+        room=ctx.room,
+        room_options=room_io.RoomOptions(
+            participant_identity=visitor.identity,
+            video_input=False,
+            close_on_disconnect=True,
+            delete_room_on_close=True,
+        ),
+    )
+    greeting = str(config.get("greeting_message") or "")
+    if greeting:
+        session.say(greeting, allow_interruptions=bool(config.get("allow_interruptions", True)))
