@@ -415,6 +415,9 @@ export LIVEKIT_URL=ws://127.0.0.1:$LK_PORT
 export LIVEKIT_API_KEY=$LK_KEY
 export LIVEKIT_API_SECRET=$secret
 export TEST_LIVESERVER_PORT=$LIVESERVER_PORT
+# pytest-django imports the settings before conftest.py runs, and with DEBUG
+# off the settings refuse to start without a secret key
+export DJANGO_SECRET_KEY=test-only-secret-key-not-for-production
 EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
