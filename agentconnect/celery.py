@@ -6,6 +6,8 @@ import os
 
 from celery import Celery
 
+from agentconnect import celery_signals
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentconnect.settings")
 
 app = Celery("agentconnect")
@@ -38,6 +40,7 @@ app.conf.update(
 )
 _configure_embedded_broker()
 app.autodiscover_tasks()
+celery_signals.connect()  # task outcome metrics, the worker's /metrics, JSON logs
 
 
 @app.on_after_finalize.connect

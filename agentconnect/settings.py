@@ -223,6 +223,7 @@ LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A Celery worker serves its task metrics on this port (0: off); see docs/operations.md.
 CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
+CELERY_METRICS_HOST = env.str("CELERY_METRICS_HOST", default="127.0.0.1")
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True

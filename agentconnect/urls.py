@@ -2,11 +2,17 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from agentconnect import health
 from agentconnect.errors import json_404
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Also answered by agentconnect.health.HealthCheckMiddleware before the host check.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("api/v1/livekit-agents/", include("sessions.urls")),
+    path("demo/", include("demo.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Unknown URLs under the API answer in the API's error shape, DEBUG or not.

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentconnect.errors import Conflict, NotFound, ServiceUnavailable, TooManySessions
+from agentconnect.metrics import observe_status_change
 from voiceagents.catalog import AgentMode
 from voiceagents.models import Company, VoiceAgent
 from voiceagents.services import agent_config_resolve, agent_dispatch_name
@@ -52,6 +53,7 @@ def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
     )
     if moved:
         logger.info("session %s -> %s", session_pk, to, extra={"session_pk": session_pk})
+        observe_status_change(session_pk=session_pk, to=to, fields=fields)  # dispatch latency, failures
     return moved
 
 
