@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "voiceagents",
     "sessions.apps.ConversationSessionsConfig",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -108,6 +109,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
+
+# /demo/ lists every active agent with its company's widget key: for development
+# and demos only, so it follows DEBUG unless set.
+DEMO_PAGE_ENABLED = env.bool("DEMO_PAGE_ENABLED", default=DEBUG)
 
 # --- REST framework -----------------------------------------------------------------
 
