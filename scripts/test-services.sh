@@ -144,8 +144,13 @@ pg_start() {
 
     if [[ "$PG_BASE" != "$RUN/pg" ]]; then
         # the /tmp fallback: make sure nobody else planted that directory
+        # (we hand it to the postgres user below, so either owner is ours)
         mkdir -p -m 0755 "$PG_BASE"
-        [[ "$(stat -c %u "$PG_BASE")" == "$EUID" ]] || die "$PG_BASE is not owned by uid $EUID"
+        local owner
+        owner="$(stat -c %u "$PG_BASE")"
+        if [[ "$owner" != "$EUID" && "$owner" != "$(id -u "$PG_OS_USER")" ]]; then
+            die "$PG_BASE belongs to uid $owner, not to us; remove it or move the checkout"
+        fi
         ln -sfn "$PG_BASE" "$RUN/pg"
     else
         mkdir -p "$PG_BASE"
