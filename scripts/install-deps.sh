@@ -33,6 +33,9 @@ as_root() {
 # make: `make test` is the CI entry, and minimal Debian images lack it.
 # ca-certificates: Go reaches the module proxy over TLS with the system roots.
 APT_PACKAGES=(postgresql redis-server espeak-ng sox libespeak-ng1 make ca-certificates)
+# chromium: the widget's browser tests drive Debian's Chromium with Playwright
+# (never a downloaded browser build).
+APT_PACKAGES+=(chromium chromium-driver)
 
 # Debian's own python3 cannot create a venv without python3-venv (no
 # ensurepip); a python built elsewhere (pyenv, python.org) brings it along.
@@ -112,3 +115,7 @@ else
     printf '%s\n' "$want_hash" > "$STAMP"
     say "python packages installed"
 fi
+
+# ---------------------------------------------------------------- voice widget
+# npm ci + esbuild into static/agentconnect/widget.js; skips what is up to date.
+"$ROOT/scripts/build-widget.sh"
