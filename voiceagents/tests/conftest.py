@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.processes import Process, test_database_env
+
+
+def start_agent_worker(command: str = "run_voice_agent", mode: str = "dev", **env: str) -> Process:
+    environment = test_database_env()
+    environment.update(env)
+    proc = Process([sys.executable, "manage.py", command, mode], environment, command)
+    proc.wait_for_output("registered worker", timeout=120)
+    return proc
+
+
+@pytest.fixture
+def voice_worker(live_server: Any, transactional_db: Any) -> Iterator[Process]:
+    """A real `manage.py run_voice_agent dev` process, registered with the test livekit-server."""
+    proc = start_agent_worker()
+    yield proc
+    proc.stop()
