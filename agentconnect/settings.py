@@ -219,7 +219,7 @@ DEEPGRAM_BASE_URL = env.str("DEEPGRAM_BASE_URL", default="")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # json: one JSON object per line (production); text: readable lines (development).
-LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("text" if DEBUG else "json")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 # --- Operations: metrics, health --------------------------------------------------------
