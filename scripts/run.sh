@@ -109,7 +109,10 @@ stop_all() {
     local rc="${1:-0}" i pid deadline
     [[ $stopping == 1 ]] && return
     stopping=1
-    trap - INT TERM
+    # Ignore further signals while stopping: `make` repeats a SIGTERM to its
+    # child, and a second Ctrl-C must not leave orphans behind. The stop is
+    # bounded anyway (STOP_GRACE, then SIGKILL).
+    trap '' INT TERM
     echo
     say "stopping: ${NAMES[*]:-nothing}"
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
