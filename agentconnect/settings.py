@@ -109,6 +109,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
+if not DEBUG and STATIC_ROOT.is_dir():
+    # Collected static files (the Docker image collects them at build: admin, widget.js)
+    # are served by the app itself under gunicorn, with no separate file server.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
 
 # /demo/ lists every active agent with its company's widget key: for development
 # and demos only, so it follows DEBUG unless set.
@@ -229,6 +236,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A Celery worker serves its task metrics on this port (0: off); see docs/operations.md.
 CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
 CELERY_METRICS_HOST = env.str("CELERY_METRICS_HOST", default="127.0.0.1")
+# livekit-server posts its signed webhooks over the private network in plain HTTP
+# (docker-compose: http://web:8000/...): an HTTPS redirect would lose them.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/livekit-agents/webhook$"]
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
