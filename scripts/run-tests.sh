@@ -15,6 +15,16 @@ say() { printf '==> %s\n' "$*"; }
 
 [[ -x .venv/bin/pytest ]] || { echo "run-tests: .venv/bin/pytest missing; run scripts/install-deps.sh" >&2; exit 1; }
 
+# One `make test` at a time per checkout: colleagues share this working tree,
+# and two runs would share (and one would stop) the services and fight over
+# pytest-django's test database.
+mkdir -p .run/test
+exec 9>.run/test/run-tests.lock
+if ! flock -n 9; then
+    say "another 'make test' is running in this checkout; waiting for it to finish"
+    flock 9
+fi
+
 services_up=0
 started_file="$(mktemp "${TMPDIR:-/tmp}/agentconnect-started.XXXXXX")"
 cleanup() {
@@ -22,7 +32,7 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ -s "$started_file" ]]; then
         # shellcheck disable=SC2046
-        scripts/test-services.sh stop $(cat "$started_file") || true
+        scripts/test-services.sh stop $(cat "$started_file") 9>&- || true
     elif [[ $services_up == 1 ]]; then
         say "test services were already running before this run; leaving them up"
     fi
@@ -33,7 +43,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-scripts/test-services.sh start --started-file "$started_file"
+# 9>&-: the daemons must not inherit the lock, or it would outlive this run
+scripts/test-services.sh start --started-file "$started_file" 9>&-
 services_up=1
 
 # shellcheck disable=SC1091
@@ -48,7 +59,7 @@ fi
 
 say "pytest ${extra[*]} $*"
 rc=0
-.venv/bin/pytest "${extra[@]}" "$@" || rc=$?
+.venv/bin/pytest "${extra[@]}" "$@" 9>&- || rc=$?
 
 case "$rc" in
     0) say "tests passed" ;;
