@@ -423,6 +423,8 @@ export TEST_LIVESERVER_PORT=$LIVESERVER_PORT
 # pytest-django imports the settings before conftest.py runs, and with DEBUG
 # off the settings refuse to start without a secret key
 export DJANGO_SECRET_KEY=test-only-secret-key-not-for-production
+# tests speak plain HTTP on loopback (and livekit's webhooks too): no HTTPS redirect
+export DJANGO_SECURE_SSL_REDIRECT=false
 EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
