@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -16,6 +18,13 @@ import pytest
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_rate_limits(settings: Any) -> None:
+    """Each test counts its own requests against the rate limits: every request
+    comes from 127.0.0.1, and several test runs may share one Redis."""
+    settings.RATE_LIMIT_KEY_PREFIX = f"ratelimit-test-{uuid.uuid4().hex}"
 
 
 def _reachable(url: str) -> bool:

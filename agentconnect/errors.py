@@ -24,10 +24,17 @@ class ApplicationError(Exception):
     status_code: int = status.HTTP_400_BAD_REQUEST
     code: str = "application_error"
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.headers = headers  # e.g. Retry-After on a 503
 
 
 class NotFound(ApplicationError):
@@ -55,6 +62,13 @@ class TooManySessions(ApplicationError):
     code = "too_many_sessions"
 
 
+class AtCapacity(ApplicationError):
+    """The deployment as a whole is full (MAX_LIVE_SESSIONS): not the client's doing, so a 503."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "at_capacity"
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {
         "success": False,
@@ -79,7 +93,9 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF exception handler: every exception becomes the one error shape."""
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers
+        )
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -104,7 +120,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             details = {"non_field_errors": details}
     else:
         message = str(exc.detail)
-        details = {}
+        # e.g. a rate limit's scope and retry_after (sessions.throttling.RateLimited)
+        details = getattr(exc, "details", None) or {}
     response.data = error_body(code, message, details)
     return response
 

@@ -8,6 +8,7 @@ have no silent default when DEBUG is off.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import environ
@@ -152,6 +153,8 @@ CORS_ALLOW_HEADERS = [
     "x-widget-key",
     "x-requested-with",
 ]
+# The widget reads Retry-After on a 429/503 to know when to try again.
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # --- Celery ---------------------------------------------------------------------------
 
@@ -162,6 +165,48 @@ CELERY_BROKER_FILESYSTEM_DIR = Path(
 )
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_RECONCILE_INTERVAL_SECONDS = env.float("CELERY_RECONCILE_INTERVAL_SECONDS", default=15.0)
+# Dispatch/stop retries on a LiveKit outage: backoff 2, 4, 8 … s, capped here (sessions/tasks.py).
+CELERY_TASK_MAX_RETRIES = env.int("CELERY_TASK_MAX_RETRIES", default=5)
+CELERY_RETRY_BACKOFF_MAX_SECONDS = env.int("CELERY_RETRY_BACKOFF_MAX_SECONDS", default=60)
+
+# --- Cache: shared rate-limit counters ------------------------------------------------
+# Redis when REDIS_URL is set, so every web process shares one count; otherwise
+# this process's memory (enough for `make run`). Short socket timeouts: a Redis
+# outage must cost a request milliseconds, not seconds (the limits then fail open).
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="agentconnect"),
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Abuse control: rate limits and admission control (docs/security.md) ---------------
+# "<count>/<s|min|hour|day>", or "off". Per client IP (checked before the widget
+# key, so bad keys count too) and per widget key, on start-voice-session and
+# widget-voice-token (sessions/throttling.py).
+RATE_LIMITS = {
+    "start_per_ip": env.str("RATE_LIMIT_START_PER_IP", default="20/min"),
+    "start_per_key": env.str("RATE_LIMIT_START_PER_KEY", default="300/min"),
+    "token_per_ip": env.str("RATE_LIMIT_TOKEN_PER_IP", default="60/min"),
+    "token_per_key": env.str("RATE_LIMIT_TOKEN_PER_KEY", default="1200/min"),
+}
+for _scope, _rate in RATE_LIMITS.items():
+    if _rate.lower() not in ("off", "") and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(f"rate limit {_scope}: {_rate!r} is not '<count>/<s|min|hour|day>' or 'off'")
+RATE_LIMIT_KEY_PREFIX = "ratelimit"
+# The client address is REMOTE_ADDR unless this names a header that *our* proxy
+# sets (e.g. X-Forwarded-For behind a load balancer); a client can forge any header.
+RATE_LIMIT_CLIENT_IP_HEADER = env.str("RATE_LIMIT_CLIENT_IP_HEADER", default="")
+# How many proxies of ours append to that header (X-Forwarded-For is read from the right).
+RATE_LIMIT_TRUSTED_PROXIES = env.int("RATE_LIMIT_TRUSTED_PROXIES", default=1)
+# Live (non-terminal) sessions the whole deployment accepts at once, across
+# companies: what its agent workers and LiveKit are sized for. 0: no cap.
+MAX_LIVE_SESSIONS = env.int("MAX_LIVE_SESSIONS", default=500)
 
 # --- LiveKit --------------------------------------------------------------------------
 
@@ -241,6 +286,15 @@ CELERY_METRICS_HOST = env.str("CELERY_METRICS_HOST", default="127.0.0.1")
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/livekit-agents/webhook$"]
 
 if not DEBUG:
+    # Production defaults; `manage.py check --deploy` is clean with them (sessions/tests/test_security.py).
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
+    # Off only where plain HTTP is the point: the test rig on loopback.
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips a client's own).
+    if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agentconnect.errors import Conflict, NotFound, ServiceUnavailable, TooManySessions
+from agentconnect.errors import AtCapacity, Conflict, NotFound, ServiceUnavailable, TooManySessions
 from agentconnect.metrics import observe_status_change
 from voiceagents.catalog import AgentMode
 from voiceagents.models import Company, VoiceAgent
@@ -89,6 +89,51 @@ def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> None:
         )
 
 
+# Any constant will do; it names the lock of pg_advisory_xact_lock for admission.
+ADMISSION_LOCK_ID = 0x6163_61646D  # "ac" "adm"
+
+
+def _admit(company: Company) -> None:
+    """Admission control, inside the start transaction: raise if a limit is reached.
+
+    Counting and inserting must be atomic, or two starts at a limit would both
+    pass. The deployment cap (MAX_LIVE_SESSIONS) takes a transaction-scoped
+    advisory lock, the company limit a row lock on the company; both hold until
+    commit, and a count run after the lock sees every insert committed before
+    it (READ COMMITTED takes a new snapshot per statement). Always deployment
+    first, then company: starts cannot deadlock. SQLite (make run) has no
+    such locks; its writes are serialized anyway.
+    """
+    cap: int = settings.MAX_LIVE_SESSIONS
+    if cap:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK_ID])
+        live_all = ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES).count()
+        if live_all >= cap:
+            raise AtCapacity(
+                f"The service is at its capacity of {cap} live voice sessions. "
+                "Try again in a minute.",
+                details={"limit": cap, "scope": "deployment"},
+                headers={"Retry-After": "30"},
+            )
+    limit = (
+        Company.objects.select_for_update()
+        .filter(pk=company.pk)
+        .values_list("max_concurrent_sessions", flat=True)
+        .first()
+    )
+    if limit is None:  # deleted meanwhile
+        raise NotFound("No such company.")
+    live = ConversationSession.objects.filter(company=company, agent_status__in=LIVE_STATUSES).count()
+    if live >= limit:
+        raise TooManySessions(
+            f"This company already has {live} live sessions, its limit ({limit}). "
+            "End one and try again.",
+            details={"limit": limit, "scope": "company"},
+        )
+
+
 def session_start(
     *,
     company: Company,
@@ -116,18 +161,7 @@ def session_start(
 
     try:
         with transaction.atomic():
-            # Lock the company row: admission control must count and insert
-            # atomically, or two starts at the limit would both pass.
-            Company.objects.select_for_update().filter(pk=company.pk).first()
-            live = ConversationSession.objects.filter(
-                company=company, agent_status__in=LIVE_STATUSES
-            ).count()
-            if live >= company.max_concurrent_sessions:
-                raise TooManySessions(
-                    f"This company already has {live} live sessions, its limit "
-                    f"({company.max_concurrent_sessions}). End one and try again.",
-                    details={"limit": company.max_concurrent_sessions},
-                )
+            _admit(company)
             session = ConversationSession.objects.create(
                 session_id=session_id,
                 company=company,

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
+from django.conf import settings
 
 from .livekit_gateway import LiveKitRejected, LiveKitUnavailable
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRIES = 5
+MAX_RETRIES = 5  # the default of settings.CELERY_TASK_MAX_RETRIES
 
 
 def _backoff(retries: int) -> int:
-    return int(min(2 ** (retries + 1), 60))
+    return int(min(2 ** (retries + 1), settings.CELERY_RETRY_BACKOFF_MAX_SECONDS))
+
+
+def _retries_left(task: Task) -> bool:
+    return bool(task.request.retries < settings.CELERY_TASK_MAX_RETRIES)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -26,13 +31,13 @@ def dispatch_agent(self: Task, session_pk: int, replace: bool = False) -> None:
     except LiveKitRejected as exc:
         session_fail(session_pk=session_pk, reason=f"Dispatch refused: {exc}")
     except LiveKitUnavailable as exc:
-        if self.request.retries >= self.max_retries:
+        if not _retries_left(self):
             session_fail(
                 session_pk=session_pk,
-                reason=f"Could not dispatch an agent after {self.max_retries + 1} attempts: {exc}",
+                reason=f"Could not dispatch an agent after {self.request.retries + 1} attempts: {exc}",
             )
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries))
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -42,11 +47,11 @@ def stop_agent(self: Task, session_pk: int) -> None:
     try:
         session_finish_stop(session_pk=session_pk)
     except LiveKitUnavailable as exc:
-        if self.request.retries >= self.max_retries:
+        if not _retries_left(self):
             # Stays `stopping`; reconcile closes the room once LiveKit is back.
             logger.error("could not close the room of session %s: %s", session_pk, exc)
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries))
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES)
 
 
 @shared_task(acks_late=True, ignore_result=True)

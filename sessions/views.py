@@ -26,6 +26,7 @@ from .serializers import (
     WidgetVoiceTokenOutput,
 )
 from .services import session_start, session_stop_for_company, session_widget_token
+from .throttling import RateLimitedViewMixin
 from .transcripts import latency_summary
 
 
@@ -37,9 +38,12 @@ def _company_matches(request: Request, company_id: int | None) -> Company:
     return company
 
 
-class WidgetSessionViewSet(viewsets.ViewSet):
+class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
     authentication_classes = [WidgetKeyAuthentication]
     permission_classes = [HasWidgetKey]
+    # settings.RATE_LIMITS scopes (sessions/throttling.py)
+    ip_rate_scopes = {"start": "start_per_ip", "widget_token": "token_per_ip"}
+    key_rate_scopes = {"start": "start_per_key", "widget_token": "token_per_key"}
 
     @extend_schema(request=StartVoiceSessionInput, responses={200: StartVoiceSessionOutput, 201: StartVoiceSessionOutput})
     def start(self, request: Request) -> Response:
