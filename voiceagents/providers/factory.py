@@ -1,0 +1,261 @@
+"""Map a session's configuration snapshot to livekit-agents plugins.
+
+The snapshot (resolved once by the API, stored on the session, passed as dispatch
+metadata) names providers; this module turns names into configured plugin instances and
+into the ``AgentSession`` keyword arguments that go with them.
+
+Turn detection is always chosen explicitly. Left to itself, ``AgentSession`` builds an
+``inference.TurnDetector`` and an adaptive interruption detector whose weights or service
+live on LiveKit's model hub / cloud, which our machines cannot reach. We pick:
+
+- ``vad_enabled``: the Silero VAD (its ONNX model ships in the plugin wheel) detects turns
+  and barge-in; ``turn_detection="vad"``.
+- not ``vad_enabled``: the STT's own endpointing ends turns; ``turn_detection="stt"`` and
+  the session gets no VAD. Non-streaming STTs (openai, groq, local) cannot endpoint on
+  their own: such an STT is wrapped here in ``stt.StreamAdapter`` with the process's VAD,
+  which only cuts audio into utterances for the STT. The session still sees no VAD, so
+  turns end on the adapter's transcripts and interruptions come from transcripts too.
+
+Interruption handling is pinned to ``mode="vad"`` so the framework never builds the
+cloud-backed adaptive detector; ``allow_interruptions`` switches it on or off.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+from urllib.parse import urlparse
+
+from livekit.agents import llm, stt, tts, vad
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.voice.turn import TurnHandlingOptions
+from livekit.plugins import deepgram, groq, openai, silero
+from livekit.plugins.openai.models import TTSVoices
+
+from .echo_llm import EchoLLM
+from .offline_stt import PocketSphinxSTT
+from .offline_tts import DEFAULT_VOICE as ESPEAK_DEFAULT_VOICE
+from .offline_tts import EspeakError, EspeakTTS, check_voice
+
+LLM_PROVIDERS = ("openai", "groq", "echo")
+STT_PROVIDERS = ("deepgram", "groq", "openai", "local")
+TTS_PROVIDERS = ("openai", "local")
+OPENAI_TTS_VOICES: tuple[str, ...] = get_args(TTSVoices)
+
+DEFAULT_LLM_MODELS = {"openai": "gpt-4o-mini", "groq": "llama-3.3-70b-versatile"}
+OPENAI_STT_MODEL = "gpt-4o-mini-transcribe"
+GROQ_STT_MODEL = "whisper-large-v3-turbo"
+DEEPGRAM_STT_MODEL = "nova-3"
+OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
+OPENAI_TTS_DEFAULT_VOICE = "alloy"
+
+TurnDetection = Literal["vad", "stt"]
+
+
+class ProviderConfigError(ValueError):
+    """A configuration snapshot names a provider that cannot be built here, and why."""
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The plugins for one session, and how the session must use them."""
+
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+    vad: vad.VAD | None
+    turn_detection: TurnDetection
+    allow_interruptions: bool
+
+    def turn_handling(self) -> TurnHandlingOptions:
+        return {
+            "turn_detection": self.turn_detection,
+            "interruption": {"enabled": self.allow_interruptions, "mode": "vad"},
+        }
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AgentSession(...)`` (livekit-agents 1.8.9 names).
+
+        ``vad`` is always passed, even as None: omitted, AgentSession would build its own.
+        """
+        return {
+            "stt": self.stt,
+            "llm": self.llm,
+            "tts": self.tts,
+            "vad": self.vad,
+            "turn_handling": self.turn_handling(),
+        }
+
+    async def aclose(self) -> None:
+        """Close the plugins' clients. The shared VAD stays loaded for the next session."""
+        await self.stt.aclose()
+        await self.llm.aclose()
+        await self.tts.aclose()
+
+
+_VAD_LOCK = threading.Lock()
+_VAD: vad.VAD | None = None
+
+
+def load_vad() -> vad.VAD:
+    """The process's Silero VAD, loaded on first call (blocking, ~0.1 s) and then reused.
+
+    One instance serves every session in the process: each ``stream()`` keeps its own
+    model state over a shared ONNX session. Call it in a worker's prewarm to pay the load
+    before the first job.
+    """
+    global _VAD
+    with _VAD_LOCK:
+        if _VAD is None:
+            _VAD = silero.VAD.load()
+        return _VAD
+
+
+def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
+    """Build the plugins a configuration snapshot names.
+
+    ``settings`` needs OPENAI_API_KEY, OPENAI_BASE_URL, GROQ_API_KEY, GROQ_BASE_URL,
+    DEEPGRAM_API_KEY, DEEPGRAM_BASE_URL (an empty URL means the provider's default).
+    Raises ProviderConfigError with a reason a human can act on.
+    """
+    llm_provider = _choice(config, "llm_provider", LLM_PROVIDERS, "LLM")
+    stt_provider = _choice(config, "stt_provider", STT_PROVIDERS, "STT")
+    tts_provider = _choice(config, "tts_provider", TTS_PROVIDERS, "TTS")
+    vad_enabled = bool(config.get("vad_enabled", True))
+    allow_interruptions = bool(config.get("allow_interruptions", True))
+
+    try:
+        llm_plugin = _build_llm(llm_provider, config, settings)
+        stt_plugin = _build_stt(stt_provider, settings)
+        tts_plugin = _build_tts(tts_provider, config, settings)
+    except ValueError as e:
+        if isinstance(e, ProviderConfigError):
+            raise
+        # the plugins validate their own arguments with ValueError
+        raise ProviderConfigError(str(e)) from e
+
+    session_vad: vad.VAD | None
+    turn_detection: TurnDetection
+    if vad_enabled:
+        session_vad = load_vad()
+        turn_detection = "vad"
+    else:
+        session_vad = None
+        turn_detection = "stt"
+        if not stt_plugin.capabilities.streaming:
+            stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=load_vad())
+
+    return Providers(
+        stt=stt_plugin,
+        llm=llm_plugin,
+        tts=tts_plugin,
+        vad=session_vad,
+        turn_detection=turn_detection,
+        allow_interruptions=allow_interruptions,
+    )
+
+
+def _choice(config: dict[str, Any], key: str, allowed: tuple[str, ...], label: str) -> str:
+    value = str(config.get(key) or "").strip().lower()
+    if value not in allowed:
+        raise ProviderConfigError(
+            f"unknown {label} provider {config.get(key)!r} in {key}; expected one of "
+            + ", ".join(repr(a) for a in allowed)
+        )
+    return value
+
+
+def _key(settings: Any, name: str, provider: str, role: str) -> str:
+    value = str(getattr(settings, name, "") or "")
+    if not value:
+        raise ProviderConfigError(f"{name} is not set; the {provider!r} {role} provider needs it")
+    return value
+
+
+def _url(settings: Any, name: str) -> NotGivenOr[str]:
+    value = str(getattr(settings, name, "") or "").strip()
+    return value or NOT_GIVEN
+
+
+def _build_llm(provider: str, config: dict[str, Any], settings: Any) -> llm.LLM:
+    model = str(config.get("llm_model") or "").strip()
+    if provider == "openai":
+        return openai.LLM(
+            model=model or DEFAULT_LLM_MODELS["openai"],
+            api_key=_key(settings, "OPENAI_API_KEY", "openai", "LLM"),
+            base_url=_url(settings, "OPENAI_BASE_URL"),
+        )
+    if provider == "groq":
+        base_url = _url(settings, "GROQ_BASE_URL")
+        # groq.LLM's own default is its public URL; NOT_GIVEN would reach the SDK as None
+        # and the SDK would then fall back to OpenAI's URL
+        extra: dict[str, Any] = {"base_url": base_url} if isinstance(base_url, str) else {}
+        return groq.LLM(
+            model=model or DEFAULT_LLM_MODELS["groq"],
+            api_key=_key(settings, "GROQ_API_KEY", "groq", "LLM"),
+            **extra,
+        )
+    return EchoLLM(greeting=str(config.get("greeting_message") or ""))
+
+
+def _build_stt(provider: str, settings: Any) -> stt.STT:
+    if provider == "deepgram":
+        api_key = _key(settings, "DEEPGRAM_API_KEY", "deepgram", "STT")
+        base_url = _url(settings, "DEEPGRAM_BASE_URL")
+        extra: dict[str, Any] = {}
+        if isinstance(base_url, str):
+            extra["base_url"] = _deepgram_listen_url(base_url)
+        return deepgram.STT(model=DEEPGRAM_STT_MODEL, language="en-US", api_key=api_key, **extra)
+    if provider == "groq":
+        api_key = _key(settings, "GROQ_API_KEY", "groq", "STT")
+        base_url = _url(settings, "GROQ_BASE_URL")
+        extra = {"base_url": base_url} if isinstance(base_url, str) else {}
+        return groq.STT(model=GROQ_STT_MODEL, api_key=api_key, language="en", **extra)
+    if provider == "openai":
+        return openai.STT(
+            model=OPENAI_STT_MODEL,
+            language="en",
+            api_key=_key(settings, "OPENAI_API_KEY", "openai", "STT"),
+            base_url=_url(settings, "OPENAI_BASE_URL"),
+            # the realtime websocket transcription needs its own VAD; the HTTP endpoint
+            # plus our StreamAdapter/session VAD is the one path all three share
+            use_realtime=False,
+        )
+    return PocketSphinxSTT()
+
+
+def _build_tts(provider: str, config: dict[str, Any], settings: Any) -> tts.TTS:
+    voice = str(config.get("tts_voice") or "").strip()
+    if provider == "openai":
+        voice = voice or OPENAI_TTS_DEFAULT_VOICE
+        if voice not in OPENAI_TTS_VOICES:
+            raise ProviderConfigError(
+                f"tts_voice {voice!r} is not an OpenAI voice; expected one of "
+                + ", ".join(OPENAI_TTS_VOICES)
+            )
+        return openai.TTS(
+            model=OPENAI_TTS_MODEL,
+            voice=voice,
+            api_key=_key(settings, "OPENAI_API_KEY", "openai", "TTS"),
+            base_url=_url(settings, "OPENAI_BASE_URL"),
+            # raw 24 kHz s16le: nothing to decode, first audio as soon as bytes arrive
+            # (the plugin's default is mp3)
+            response_format="pcm",
+        )
+    # profiles made for OpenAI carry its voice names; espeak has none of them
+    if not voice or voice in OPENAI_TTS_VOICES:
+        voice = ESPEAK_DEFAULT_VOICE
+    try:
+        check_voice(voice)
+    except EspeakError as e:
+        raise ProviderConfigError(f"tts_voice {voice!r}: {e}") from e
+    return EspeakTTS(voice=voice)
+
+
+def _deepgram_listen_url(base_url: str) -> str:
+    # deepgram.STT wants the full listen endpoint; accept a bare host as well
+    parsed = urlparse(base_url)
+    if parsed.path in ("", "/"):
+        return base_url.rstrip("/") + "/v1/listen"
+    return base_url
