@@ -142,7 +142,7 @@ export class VoiceSession {
       } catch (err) {
         // The request may have reached the server before the network failed:
         // a stop for an id that was never created is a harmless 404.
-        if (err.kind !== 'server') this.sessionCreated = true;
+        if (err.kind === 'network') this.sessionCreated = true;
         throw err;
       }
     }

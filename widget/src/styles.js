@@ -26,7 +26,7 @@ export const STYLES = `
   align-items: flex-end;
   gap: 12px;
 }
-.ac-root[data-mode="inline"] { display: flex; flex-direction: column; gap: 12px; max-width: 480px; }
+.ac-root[data-mode="inline"] { display: flex; flex-direction: column; align-items: flex-start; gap: 12px; max-width: 480px; }
 .ac-root *, .ac-root *::before, .ac-root *::after { box-sizing: border-box; }
 [hidden] { display: none !important; }
 

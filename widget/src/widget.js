@@ -157,8 +157,8 @@ export class Widget {
     this.showError(null);
     this.notice.hidden = true;
     this.panel.hidden = false;
-    this.launcher.hidden = !this.inline;
-    this.launcher.disabled = true;
+    // The panel's own buttons take over (End, then Try again / Start a new conversation).
+    this.launcher.hidden = true;
     this.launcher.setAttribute('aria-expanded', 'true');
     this.closeButton.hidden = true;
     this.restartButton.hidden = true;
@@ -239,7 +239,6 @@ export class Widget {
       this.endButton.hidden = true;
       this.muteButton.hidden = true;
       this.audioButton.hidden = true;
-      this.launcher.disabled = false;
       this.closeButton.hidden = this.inline;
       this.restartButton.textContent = phase === 'error' ? 'Try again' : 'Start a new conversation';
       this.restartButton.hidden = false;
