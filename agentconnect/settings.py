@@ -141,6 +141,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Start, inspect and stop AI voice agent sessions in LiveKit rooms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sessions.schema.strict_inputs",  # request bodies refuse unknown fields
+    ],
 }
 
 # --- CORS: widget endpoints are called from company websites -------------------------
@@ -233,7 +237,10 @@ AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", defau
 
 AGENT_DRAIN_TIMEOUT_SECONDS = env.int("AGENT_DRAIN_TIMEOUT_SECONDS", default=300)
 AGENT_NUM_IDLE_PROCESSES = env.int("AGENT_NUM_IDLE_PROCESSES", default=2)
-AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=0.7)
+# A worker's load is active conversations / AGENT_MAX_JOBS_PER_WORKER; at
+# AGENT_LOAD_THRESHOLD it stops taking jobs and LiveKit sends them elsewhere.
+AGENT_MAX_JOBS_PER_WORKER = env.int("AGENT_MAX_JOBS_PER_WORKER", default=8)
+AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
 # Attempts to reach LiveKit before the worker gives up and exits non-zero.
 AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
 AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")

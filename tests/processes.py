@@ -32,6 +32,9 @@ def test_database_env() -> dict[str, str]:
     return env
 
 
+test_database_env.__test__ = False  # type: ignore[attr-defined]
+
+
 class Process:
     """A child process whose output is read line by line on a thread, so waits can have timeouts."""
 
@@ -79,9 +82,14 @@ class Process:
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.lines[-n:])
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, *, group: bool = True) -> None:
+        """Signal the process group (all its children), or with group=False the main process
+        alone, as `docker stop` or systemd's KillMode=mixed do."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:

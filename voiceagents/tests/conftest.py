@@ -23,3 +23,4 @@ def voice_worker(live_server: Any, transactional_db: Any) -> Iterator[Process]:
     proc = start_agent_worker()
     yield proc
     proc.stop()
+    print(f"--- {proc.name} output ---\n{proc.tail(120)}")  # shown when the test failed

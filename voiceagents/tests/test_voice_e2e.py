@@ -76,7 +76,7 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
 
         async def scenario() -> None:
             visitor = await converse(body)
-            assert status("e2e-offline") == AgentStatus.ACTIVE
+            assert await asyncio.to_thread(status, "e2e-offline") == AgentStatus.ACTIVE
             await visitor.leave()
 
         run_async(scenario(), timeout=180)
@@ -90,7 +90,8 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
     assert roles[0] == "assistant" and turns[0].text == "Hello, how can I help?"
     user_turns = [t for t in turns if t.role == "user"]
     assert user_turns, roles
-    assert "hello" in user_turns[0].text.lower()
+    # pocketsphinx on espeak speech hears "hello" as "oh" now and then; "world" it always gets.
+    assert "world" in user_turns[0].text.lower(), user_turns[0].text
     assert user_turns[0].speaker_name == "Maya"
     replies = [t for t in turns if t.role == "assistant" and t.sequence > user_turns[0].sequence]
     assert replies and replies[0].text.lower().startswith("you said")
@@ -135,14 +136,14 @@ def test_sigterm_drains_then_exits_zero_and_session_ends_stopped(live_server: An
                 await asyncio.wait_for(visitor.joined_agent.wait(), 30)
                 await visitor.wait_for_agent_speech(after=0, timeout=60)
                 await visitor.wait_until_agent_quiet()
-                worker.signal(signal.SIGTERM)
+                worker.signal(signal.SIGTERM, group=False)
                 signalled = time.monotonic()
                 await asyncio.to_thread(worker.wait_for_output, "draining", 10)
                 # The conversation goes on while the worker drains.
                 pcm, rate = synthesize_pcm(SENTENCE)
                 ended = await visitor.speak(pcm, rate)
                 await visitor.wait_for_agent_speech(after=ended, timeout=30)
-                assert status("e2e-drain") == AgentStatus.ACTIVE
+                assert await asyncio.to_thread(status, "e2e-drain") == AgentStatus.ACTIVE
                 return signalled
 
             signalled = run_async(scenario(), timeout=180)
@@ -152,6 +153,7 @@ def test_sigterm_drains_then_exits_zero_and_session_ends_stopped(live_server: An
             wait_for(lambda: status("e2e-drain") == AgentStatus.STOPPED, timeout=30, what="stopped after drain")
     finally:
         worker.stop()
+        print(f"--- worker output ---\n{worker.tail(150)}")
 
 
 def test_worker_exits_non_zero_when_livekit_is_unreachable(transactional_db: Any) -> None:

@@ -260,13 +260,7 @@ def describe_error(error: Any) -> str:
 
 
 def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
-    return AgentSession(
-        stt=providers.stt,
-        llm=providers.llm,
-        tts=providers.tts,
-        vad=providers.vad,
-        **providers.session_kwargs(),
-    )
+    return AgentSession(**providers.session_kwargs())
 
 
 def agent_for(config: dict[str, Any]) -> Agent:

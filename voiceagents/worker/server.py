@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,17 @@ class WorkerSpec:
     http_port: int
 
 
+def jobs_load(server: AgentServer) -> float:
+    """Load as the share of conversation slots in use.
+
+    livekit-agents' default measures the whole machine's CPU, so on a host
+    shared with other services (or a busy CI box) a worker reports itself
+    full with no conversation at all, and LiveKit stops offering it jobs.
+    Slots are what an operator sizes a worker by; CPU is watched by metrics.
+    """
+    return min(len(server.active_jobs) / max(settings.AGENT_MAX_JOBS_PER_WORKER, 1), 1.0)
+
+
 def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
     """Explicit dispatch only: registering with an agent_name means LiveKit never
     sends this worker a job that was not dispatched to that name."""
@@ -37,7 +49,9 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         # dev: no idle pool, a process starts per job; start: prewarmed processes
         # so a job begins without paying for imports and model loading.
         num_idle_processes=0 if devmode else settings.AGENT_NUM_IDLE_PROCESSES,
-        load_threshold=settings.AGENT_LOAD_THRESHOLD,
+        # dev: never refuse a job for load.
+        load_threshold=math.inf if devmode else settings.AGENT_LOAD_THRESHOLD,
+        load_fnc=jobs_load,
         drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS,
         max_retry=settings.AGENT_WORKER_MAX_RETRY,
         ws_url=settings.LIVEKIT_URL,
@@ -48,6 +62,9 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         initialize_process_timeout=60.0,
         shutdown_process_timeout=15.0,
         log_level="DEBUG" if devmode else "INFO",
+        # Imported once in the forkserver, so each job process starts with the
+        # plugins and our runtime already loaded.
+        preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__],
     )
     server.rtc_session(spec.entrypoint, agent_name=spec.agent_name)
     return server
@@ -92,6 +109,9 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
 
 
 def run_worker(spec: WorkerSpec, *, mode: str) -> int:
+    # livekit plugins register themselves on import, which must happen on the main thread.
+    import voiceagents.providers.factory  # noqa: F401
+
     devmode = mode == "dev"
     if devmode:
         logging.getLogger("agentconnect").setLevel(logging.DEBUG)

@@ -19,7 +19,7 @@ def prewarm(proc: JobProcess) -> None:
     django.setup()
     from voiceagents.providers.factory import load_vad
 
-    proc.userdata["vad"] = load_vad()
+    load_vad()  # cached for the process; every session in it reuses the model
 
 
 async def voice_entrypoint(ctx: JobContext) -> None:
@@ -31,7 +31,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         return
     config = conversation.config
     try:
-        providers = build_providers(config, settings=settings, vad=ctx.proc.userdata.get("vad"))
+        providers = build_providers(config, settings=settings)
     except ProviderConfigError as exc:
         await conversation.fail(str(exc))
         return
