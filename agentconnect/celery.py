@@ -20,13 +20,15 @@ def _configure_embedded_broker() -> None:
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return
     folder = settings.CELERY_BROKER_FILESYSTEM_DIR
-    for sub in ("in", "processed"):
+    for sub in ("in", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     app.conf.broker_transport_options = {
         "data_folder_in": str(folder / "in"),
         "data_folder_out": str(folder / "in"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
+        # Without this kombu keeps its broadcast (pidbox) files in the working directory.
+        "control_folder": str(folder / "control"),
     }
 
 
