@@ -10,4 +10,4 @@ class ConversationSessionsConfig(AppConfig):
     verbose_name = "Conversation sessions"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (CORS origin check per company)
+        from . import schema, signals  # noqa: F401  (OpenAPI widget-key scheme; CORS origin check per company)

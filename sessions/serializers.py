@@ -33,7 +33,8 @@ display_name_field = serializers.CharField(max_length=64, required=False, allow_
 
 
 class StrictSerializer(serializers.Serializer):
-    """Unknown fields are an error, so a typo is not silently ignored."""
+    """Unknown fields are an error, so a typo is not silently ignored; and JSON types
+    are what the schema says (DRF alone would take 0 for "0" and "5" for 5)."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
@@ -48,7 +49,24 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Expected a JSON object."]}
             )
+        wrong: dict[str, list[str]] = {}
+        for name, field in self.fields.items():
+            value = data.get(name)
+            if value is None:
+                continue  # absent, or null: the field itself says whether that is allowed
+            if isinstance(field, serializers.CharField | serializers.ChoiceField) and not isinstance(value, str):
+                wrong[name] = ["Expected a string."]
+            elif isinstance(field, serializers.IntegerField) and (
+                not isinstance(value, int) or isinstance(value, bool)
+            ):
+                wrong[name] = ["Expected an integer."]
+        if wrong:
+            raise serializers.ValidationError(wrong)
         return super().to_internal_value(data)
+
+
+class TranscriptQuery(serializers.Serializer):
+    company_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
 
 
 class StartVoiceSessionInput(StrictSerializer):
@@ -98,8 +116,8 @@ class AgentStatusOutput(serializers.ModelSerializer):
     success = serializers.SerializerMethodField()
     room_name = serializers.CharField(source="agent_room_name")
     status = serializers.CharField(source="agent_status")
-    started_at = serializers.DateTimeField(source="agent_started_at")
-    stopped_at = serializers.DateTimeField(source="agent_stopped_at")
+    started_at = serializers.DateTimeField(source="agent_started_at", allow_null=True)
+    stopped_at = serializers.DateTimeField(source="agent_stopped_at", allow_null=True)
     worker_id = serializers.CharField(source="agent_worker_id")
     failure_reason = serializers.SerializerMethodField()
 
@@ -130,7 +148,7 @@ class ActiveAgentOutput(serializers.ModelSerializer):
     agent_id = serializers.IntegerField()
     room_name = serializers.CharField(source="agent_room_name")
     status = serializers.CharField(source="agent_status")
-    started_at = serializers.DateTimeField(source="agent_started_at")
+    started_at = serializers.DateTimeField(source="agent_started_at", allow_null=True)
     worker_id = serializers.CharField(source="agent_worker_id")
 
     class Meta:
@@ -149,6 +167,12 @@ class ActiveAgentOutput(serializers.ModelSerializer):
             "started_at",
             "status_changed_at",
         ]
+
+
+class ActiveAgentsOutput(serializers.Serializer):
+    success = serializers.BooleanField(default=True)
+    count = serializers.IntegerField()
+    agents = ActiveAgentOutput(many=True)
 
 
 class WidgetVoiceTokenOutput(serializers.Serializer):

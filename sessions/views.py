@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
@@ -16,17 +16,24 @@ from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication
 from .selectors import session_get_for_company, session_for_staff, sessions_live
 from .serializers import (
     ActiveAgentOutput,
+    ActiveAgentsOutput,
     AgentStatusOutput,
     StartVoiceSessionInput,
     StartVoiceSessionOutput,
     StopVoiceSessionInput,
     StopVoiceSessionOutput,
     TranscriptOutput,
+    TranscriptQuery,
     WidgetVoiceTokenInput,
     WidgetVoiceTokenOutput,
 )
 from .services import session_start, session_stop_for_company, session_widget_token
+from .schema import errors
 from .throttling import RateLimitedViewMixin
+
+SESSION_ID_PATH = OpenApiParameter(
+    "session_id", str, OpenApiParameter.PATH, description="The session's public id (1–64 of A-Z a-z 0-9 - _)."
+)
 from .transcripts import latency_summary
 
 
@@ -45,7 +52,14 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
     ip_rate_scopes = {"start": "start_per_ip", "widget_token": "token_per_ip"}
     key_rate_scopes = {"start": "start_per_key", "widget_token": "token_per_key"}
 
-    @extend_schema(request=StartVoiceSessionInput, responses={200: StartVoiceSessionOutput, 201: StartVoiceSessionOutput})
+    @extend_schema(
+        request=StartVoiceSessionInput,
+        responses={
+            201: StartVoiceSessionOutput,
+            200: OpenApiResponse(StartVoiceSessionOutput, description="That session_id is live: it, with a fresh token."),
+            **errors(400, 401, 403, 404, 409, 415, 429, 503),
+        },
+    )
     def start(self, request: Request) -> Response:
         data = StartVoiceSessionInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -75,7 +89,7 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
         ).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
-    @extend_schema(request=StopVoiceSessionInput, responses=StopVoiceSessionOutput)
+    @extend_schema(request=StopVoiceSessionInput, responses={200: StopVoiceSessionOutput, **errors(400, 401, 403, 404, 415)})
     def stop(self, request: Request) -> Response:
         data = StopVoiceSessionInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -96,8 +110,8 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
         )
 
     @extend_schema(
-        parameters=[OpenApiParameter("session_id", str, OpenApiParameter.PATH)],
-        responses=AgentStatusOutput,
+        parameters=[SESSION_ID_PATH],
+        responses={200: AgentStatusOutput, **errors(401, 403, 404)},
     )
     def agent_status(self, request: Request, session_id: str) -> Response:
         session = session_get_for_company(company=request.auth, session_id=session_id)
@@ -105,7 +119,10 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
             raise NotFound("No session with that session_id.")
         return Response(AgentStatusOutput(session).data)
 
-    @extend_schema(request=WidgetVoiceTokenInput, responses=WidgetVoiceTokenOutput)
+    @extend_schema(
+        request=WidgetVoiceTokenInput,
+        responses={200: WidgetVoiceTokenOutput, **errors(400, 401, 403, 404, 409, 415, 429)},
+    )
     def widget_token(self, request: Request) -> Response:
         data = WidgetVoiceTokenInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -133,7 +150,7 @@ class StaffSessionViewSet(viewsets.ViewSet):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsStaff]
 
-    @extend_schema(responses=ActiveAgentOutput(many=True))
+    @extend_schema(responses={200: ActiveAgentsOutput, **errors(403)})
     def active_agents(self, request: Request) -> Response:
         sessions = sessions_live().order_by("created_at")
         rows = ActiveAgentOutput(sessions, many=True).data
@@ -148,16 +165,19 @@ class TranscriptView(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("session_id", str, OpenApiParameter.PATH),
-            OpenApiParameter("company_id", int, OpenApiParameter.QUERY, required=False),
+            SESSION_ID_PATH,
+            TranscriptQuery,  # company_id, for staff when two companies share a session_id
         ],
-        responses=TranscriptOutput,
+        responses={200: TranscriptOutput, **errors(400, 401, 403, 404)},
     )
     def retrieve(self, request: Request, session_id: str) -> Response:
+        query = TranscriptQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
         if isinstance(request.auth, Company):
             session = session_get_for_company(company=request.auth, session_id=session_id)
         else:
-            session = session_for_staff(session_id=session_id, company_id=request.query_params.get("company_id"))
+            company_id = query.validated_data.get("company_id")
+            session = session_for_staff(session_id=session_id, company_id=str(company_id) if company_id else None)
         if session is None:
             raise NotFound("No session with that session_id.")
         turns = list(session.turns.all())
