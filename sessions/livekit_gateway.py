@@ -59,9 +59,16 @@ def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except api.ServerError as exc:
-        if exc.code in _TRANSIENT_CODES or exc.status >= 500:
+        # The HTTP status decides first: a 401 (wrong key or secret) arrives
+        # with code "unknown", and retrying it only delays the failure.
+        transient = exc.status >= 500 or exc.status == 429 or (
+            exc.status < 400 and exc.code in _TRANSIENT_CODES
+        )
+        if transient:
             raise LiveKitUnavailable(f"LiveKit server error: {exc.message or exc.code}") from exc
-        raise LiveKitRejected(f"LiveKit refused the request: {exc.message or exc.code}") from exc
+        raise LiveKitRejected(
+            f"LiveKit refused the request ({exc.status}): {exc.message or exc.code}"
+        ) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise LiveKitUnavailable(f"LiveKit server unreachable at {settings.LIVEKIT_URL}: {exc!r}") from exc
 

@@ -323,3 +323,12 @@ def test_reconcile_matches_the_database_to_the_server(company: Any, agent: Any, 
     assert lost_task.agent_status == AgentStatus.FAILED and "not dispatched" in lost_task.failure_reason
     assert status_of(healthy) == AgentStatus.STARTING
     lk.room_close(healthy.agent_room_name)
+
+
+def test_dispatch_with_a_wrong_secret_fails_at_once(company: Any, agent: Any, settings: Any) -> None:
+    settings.LIVEKIT_API_SECRET = "not-the-secret-but-long-enough-0123456789"
+    session = start(company, agent, "bad-secret")
+    dispatch_agent.apply(args=[session.pk])
+    session.refresh_from_db()
+    assert session.agent_status == AgentStatus.FAILED
+    assert session.failure_reason.startswith("Dispatch refused: LiveKit refused the request (401)")
