@@ -246,7 +246,20 @@ AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
 AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")
 VOICE_AGENT_HTTP_PORT = env.int("VOICE_AGENT_HTTP_PORT", default=8081)
 CONFERENCE_AGENT_HTTP_PORT = env.int("CONFERENCE_AGENT_HTTP_PORT", default=8082)
+# Each agent worker's Prometheus endpoint (0: none): per-turn latency histograms.
+VOICE_AGENT_METRICS_PORT = env.int("VOICE_AGENT_METRICS_PORT", default=0)
+CONFERENCE_AGENT_METRICS_PORT = env.int("CONFERENCE_AGENT_METRICS_PORT", default=0)
+# Where job processes keep their metric files; the worker empties it on start.
+AGENT_METRICS_DIR = env.str("AGENT_METRICS_DIR", default=str(BASE_DIR / ".run" / "agent-metrics"))
 AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS", default=60)
+# How a conference agent hears the room (docs/benchmarks.md, "Conference"):
+# per_participant: one VAD + STT stream per person, every utterance carries its speaker
+# (STT cost and connections grow with the number of people); mixed: one STT stream on
+# the mix, the speaker is whoever was loudest during the utterance (one stream's cost;
+# overlapping speech is attributed to one of the speakers).
+CONFERENCE_STT_STRATEGY = env.str("CONFERENCE_STT_STRATEGY", default="per_participant")
+if CONFERENCE_STT_STRATEGY not in ("per_participant", "mixed"):
+    raise ImproperlyConfigured("CONFERENCE_STT_STRATEGY must be per_participant or mixed")
 
 # --- Agent defaults (used when neither the request nor the agent profile says) --------
 

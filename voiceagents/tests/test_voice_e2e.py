@@ -97,6 +97,13 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
     assert replies and replies[0].text.lower().startswith("you said")
     assert "response_latency" in replies[0].metrics or "llm_ttft" in replies[0].metrics
     assert session.usage.get("tts_characters", 0) > 0
+
+    # The worker's own Prometheus endpoint aggregates what its job process measured.
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{voice_worker.metrics_port}/metrics", timeout=10) as r:  # type: ignore[attr-defined]
+        exposition = r.read().decode()
+    assert 'agentconnect_turn_latency_seconds_count{stage="llm_ttft"}' in exposition, exposition[:2000]
     assert body["room_name"] not in lk.rooms_existing([body["room_name"]]) or not [
         p for p in lk.room_participants(body["room_name"]) if p.kind == 4
     ]

@@ -12,6 +12,7 @@ import math
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from livekit.agents import AgentServer, JobContext, JobProcess
@@ -28,6 +29,9 @@ class WorkerSpec:
     entrypoint: Callable[[JobContext], Awaitable[None]]
     prewarm: Callable[[JobProcess], None]
     http_port: int
+    # Prometheus endpoint of the worker (0: none). Job processes report per-turn
+    # latency into a multiprocess directory that this endpoint aggregates.
+    metrics_port: int = 0
 
 
 def jobs_load(server: AgentServer) -> float:
@@ -65,6 +69,10 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         # Imported once in the forkserver, so each job process starts with the
         # plugins and our runtime already loaded.
         preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__],
+        prometheus_port=spec.metrics_port or None,
+        prometheus_multiproc_dir=(
+            str(Path(settings.AGENT_METRICS_DIR) / spec.agent_name) if spec.metrics_port else None
+        ),
     )
     server.rtc_session(spec.entrypoint, agent_name=spec.agent_name)
     return server

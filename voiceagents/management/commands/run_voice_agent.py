@@ -19,6 +19,7 @@ def voice_spec() -> WorkerSpec:
         entrypoint=voice_entrypoint,
         prewarm=prewarm,
         http_port=settings.VOICE_AGENT_HTTP_PORT,
+        metrics_port=settings.VOICE_AGENT_METRICS_PORT,
     )
 
 
