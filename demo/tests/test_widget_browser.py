@@ -27,7 +27,7 @@ from tests import processes
 from voiceagents.catalog import AgentMode, LLMProvider, STTProvider, TTSProvider
 from voiceagents.models import Company, VoiceAgent
 
-from .conftest import VISITOR_SENTENCE, BrowserRun, HostSite, off_loop, open_host_page
+from .conftest import ARTIFACTS, ROOT, VISITOR_SENTENCE, BrowserRun, HostSite, off_loop, open_host_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,7 +204,10 @@ def celery_with_agent_name(agent_name: str) -> Iterator[processes.Process]:
     env["LIVEKIT_VOICE_AGENT_NAME"] = agent_name
     env["LIVEKIT_CONFERENCE_AGENT_NAME"] = f"{agent_name}-conference"
     with processes.celery_worker(env) as worker:
-        yield worker
+        try:
+            yield worker
+        finally:
+            save_output(worker)
 
 
 def test_agent_never_joining_times_out_and_stops_the_session(
@@ -337,3 +340,94 @@ def test_demo_page_conference_join_as_another_person(
     expect(join_link).to_be_hidden()
     assert wait_for(lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED), timeout=20,
                     what="the session to be stopping")
+
+
+# --- a whole conversation with the agent worker ----------------------------------------------
+
+
+@contextmanager
+def voice_agent_worker(agent_name: str) -> Iterator[processes.Process]:
+    """`manage.py run_voice_agent dev`, registered with livekit-server under `agent_name`."""
+    command = ROOT / "voiceagents" / "management" / "commands" / "run_voice_agent.py"
+    if not command.exists():
+        pytest.fail("run_voice_agent not available: voiceagents/management/commands/run_voice_agent.py is missing")
+    env = processes.test_database_env()
+    env["LIVEKIT_VOICE_AGENT_NAME"] = agent_name
+    worker = processes.Process([sys.executable, "manage.py", "run_voice_agent", "dev"], env, "voice agent worker")
+    try:
+        worker.wait_for_output("registered worker", timeout=90)
+        yield worker
+    finally:
+        code = worker.stop(timeout=30)
+        save_output(worker)
+        assert code == 0, f"the agent worker exited with {code} on SIGTERM:\n{worker.tail()}"
+
+
+def save_output(proc: processes.Process) -> None:
+    """Keep a child process's output next to the screenshots, for the failures that need it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = re.sub(r"[^\w.-]+", "_", proc.name)
+    (ARTIFACTS / f"{name}.log").write_text("\n".join(proc.lines) + "\n")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+@pytest.mark.e2e
+def test_demo_page_conversation_with_the_agent(
+    browser_run: BrowserRun, live_server: Any, company: Company, agent: VoiceAgent
+) -> None:
+    name = f"browser-voice-{uuid.uuid4().hex[:8]}"
+    with voice_agent_worker(name) as worker, celery_with_agent_name(name):
+        page = browser_run.page()
+        # Every status the widget shows, in order (it announces them as DOM events).
+        page.add_init_script(
+            "window.__states = []; document.addEventListener('agentconnect:state',"
+            " (e) => window.__states.push(e.detail.state));"
+        )
+        # dev mode starts a job process per conversation: give the agent time to join
+        page.goto(f"{live_server.url}/demo/?agent={agent.pk}&agent_timeout=90")
+        page.get_by_role("button", name="Talk to Browser agent").click()
+
+        # The agent joins and greets: its words arrive on lk.transcription as it speaks.
+        greeting = page.locator('.ac-line[data-speaker="agent"]').first
+        expect(greeting).to_contain_text("Hello from the browser test agent", timeout=90_000)
+        expect(greeting.locator(".ac-who")).to_have_text("Browser agent:")
+        # lk.agent.state: after speaking the greeting the agent listens.
+        expect(status(page)).to_have_attribute("data-agent-state", "listening", timeout=60_000)
+        expect(status(page)).to_have_attribute("data-state", "listening")
+        expect(status(page)).to_contain_text("Listening")
+        (session,) = sessions_of(company)
+        assert wait_for(lambda: status_of(session) == AgentStatus.ACTIVE, timeout=30, what="the session to be active")
+
+        # The fake microphone says the visitor's sentence; the agent's STT transcribes it.
+        said = page.locator('.ac-line[data-speaker="user"][data-final="true"]').first
+        expect(said).to_be_visible(timeout=90_000)
+        expect(said.locator(".ac-who")).to_have_text("You:")
+        heard = (said.locator(".ac-text").text_content() or "").strip()
+        assert heard, "the visitor's line is empty"
+        common = words(heard) & words(VISITOR_SENTENCE)
+        assert len(common) >= 3, f"the transcript {heard!r} is not what was said ({VISITOR_SENTENCE!r})"
+        # The echo LLM answers with what it heard: a second agent line, spoken and transcribed.
+        reply = page.locator('.ac-line[data-speaker="agent"]').nth(1)
+        expect(reply).to_contain_text("You said", timeout=90_000)
+        expect(reply).to_have_attribute("data-final", "true", timeout=60_000)
+        assert words(reply.locator(".ac-text").text_content() or "") & common
+        shot = browser_run.screenshot(page, "mid-conversation")
+        assert shot.stat().st_size > 10_000
+        states = page.evaluate("window.__states")
+        firsts = [s for i, s in enumerate(states) if s not in states[:i]]
+        assert firsts[:1] == ["connecting"], states
+        # ("thinking" shows too, but the agent may skip publishing it when its reply is instant)
+        assert {"listening", "speaking"} <= set(firsts), states
+        expect(status(page)).to_have_attribute("data-state", "listening", timeout=60_000)  # after the reply
+
+        page.get_by_role("button", name="End conversation").click()
+        expect(status(page)).to_have_attribute("data-state", "ended")
+        expect(page.get_by_role("button", name="Start a new conversation")).to_be_visible()
+        assert wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=30,
+                        what="the session to be stopped")
+        wait_for(lambda: not room_identities(session.agent_room_name), timeout=30,
+                 what="everyone to have left the room")
+        assert worker.proc.poll() is None, "the agent worker must outlive the conversation"
