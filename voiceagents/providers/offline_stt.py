@@ -30,7 +30,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
 if TYPE_CHECKING:
-    from pocketsphinx import Decoder
+    from pocketsphinx import Decoder  # type: ignore[import-untyped]
 
 DECODER_SAMPLE_RATE = 16000
 # pocketsphinx's default frame rate: segment boundaries are counted in 10 ms frames
@@ -89,7 +89,7 @@ _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocketsphinx")
 def _decoder() -> Decoder:
     global _DECODER
     if _DECODER is None:
-        from pocketsphinx import Decoder
+        from pocketsphinx import Decoder  # type: ignore[import-untyped]
 
         # the defaults are the bundled en-us acoustic model, LM and dictionary
         _DECODER = Decoder(loglevel="ERROR")

@@ -51,7 +51,7 @@ class _EspeakEngine:
     """The one libespeak-ng instance of this process; use only while holding ``_LOCK``."""
 
     def __init__(self) -> None:
-        import espeakng_loader
+        import espeakng_loader  # type: ignore[import-untyped]
 
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.restype = ctypes.c_int
