@@ -18,7 +18,7 @@ from livekit import rtc
 from tests.helpers import run_async
 from voiceagents.worker.mixer import ConferenceMixer, MixerAudioInput
 
-RATE = 24000
+RATE = 16000
 BLOCK = RATE // 100
 
 
@@ -127,21 +127,40 @@ def test_attribution_by_energy_survives_the_speaker_leaving() -> None:
 
 
 async def _taps() -> None:
-    m = mixer(mix=False)  # type: ignore[arg-type]
+    m = mixer(mix=False, levels=False)  # type: ignore[arg-type]
     got: dict[str, list[int]] = {"a": [], "b": []}
     m.add_source("a", tap=lambda f: got["a"].append(int(values(f)[0])))
     m.add_source("b", tap=lambda f: got["b"].append(int(values(f)[0])))
     for _ in range(3):
         m.push("a", frame(7))
+    assert got["a"] == [7, 7, 7]  # passed on as they come: every frame, in order, no jitter wait
     assert m.mix_block() is None  # no mix wanted
-    m.mix_block()
-    m.mix_block()
-    assert got["a"] == [7, 7, 7]
-    assert got["b"] == [0, 0, 0]  # silent blocks keep a stalled participant's VAD clock running
+    for _ in range(11):
+        m.mix_block()
+    # 100 ms without a frame: stalled, and the clock gives its VAD silence to hear time pass
+    assert got["a"] == [7, 7, 7, 0, 0]
+    assert got["b"] == [0, 0]
+    m.mix_block(owed=5)  # the clock catching up after a loop stall: not a stall of the stream
+    assert got["b"] == [0, 0]
     await m.aclose()
 
 
-def test_taps_give_each_source_its_own_clocked_blocks() -> None:
+async def _catch_up() -> None:
+    m = mixer()
+    m.add_source("a")
+    for i in range(30):  # 300 ms arrived while the event loop was blocked
+        m.push("a", frame(i))
+    heard = [int(values(m.mix_block(owed=29 - k))[0]) for k in range(30)]
+    assert heard == list(range(30))  # the clock owed those blocks: nothing trimmed, nothing lost
+    assert m.stats.trimmed_blocks == 0
+    await m.aclose()
+
+
+def test_catching_up_after_a_loop_stall_loses_no_audio() -> None:
+    run_async(_catch_up())
+
+
+def test_taps_pass_every_frame_on_and_fill_stalls_with_silence() -> None:
     run_async(_taps())
 
 

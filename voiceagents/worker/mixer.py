@@ -31,9 +31,17 @@ Two outputs, one per conference STT strategy:
   room. The mixer keeps a per-stream energy history so that an utterance
   heard in the mix can be attributed to whoever was loudest during it
   (`dominant_source`), even if they have left since.
-- per-stream taps for "per_participant": each stream's own clocked blocks
-  (silence while it stalls), so a per-participant VAD always sees time pass
-  and ends an utterance even when its speaker mutes or drops mid-sentence.
+- per-stream taps for "per_participant": each stream's frames, passed on as
+  they arrive (a speech recogniser wants every frame, in order, and no jitter
+  buffer), plus silence from the clock while the stream stalls, so a
+  per-participant VAD always sees time pass and ends an utterance even when
+  its speaker mutes or drops mid-sentence.
+
+When the event loop itself stalls (a slow callback elsewhere in the job), the
+clock owes several blocks at once while the readers have not yet queued the
+frames that arrived meanwhile. It then produces one block per turn of the
+loop, so the readers catch up in between, and a stream's queue only counts as
+too deep beyond what the clock owes: a loop stall costs no audio.
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ class _Source:
     levels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     resampler: rtc.AudioResampler | None = None
     left_at: int | None = None  # block index at which the source was removed
+    last_frame_block: int = 0  # block index when its last frame arrived
+    ended: bool = False  # its stream ended: play out what it holds, then drop it
 
 
 class ConferenceMixer:
@@ -84,7 +94,7 @@ class ConferenceMixer:
     def __init__(
         self,
         *,
-        sample_rate: int = 24000,
+        sample_rate: int = 16000,
         frame_ms: int = 10,
         jitter_ms: int = 20,
         max_latency_ms: int = 100,
@@ -92,7 +102,8 @@ class ConferenceMixer:
         history_seconds: float = 60.0,
         mix: bool = True,
         levels: bool = True,
-        max_catchup_blocks: int = 20,
+        max_catchup_blocks: int = 50,
+        stall_ms: int = 100,
     ) -> None:
         if max_latency_ms < jitter_ms + frame_ms:
             raise ValueError("max_latency_ms must leave room for jitter_ms plus one block")
@@ -106,6 +117,8 @@ class ConferenceMixer:
         self._levels_enabled = levels
         self._ones = np.ones(64, dtype=np.float32)
         self._max_catchup = max_catchup_blocks
+        self._stall_blocks = max(1, stall_ms // frame_ms)
+        self._queueing = mix or levels
         self._sources: dict[str, _Source] = {}
         # removed sources stay here for `history_seconds`, so an utterance that ends
         # as its speaker leaves can still be attributed to them
@@ -120,7 +133,7 @@ class ConferenceMixer:
         self._index = 0  # number of the next block (skipped blocks count)
         # block i covers wall-clock time [t0 + i*frame, t0 + (i+1)*frame)
         self._t0_wall = time.time()
-        self._clock: asyncio.Task[None] | None = None
+        self._clock: asyncio.Handle | None = None
 
     # --- sources ----------------------------------------------------------------------
 
@@ -143,7 +156,7 @@ class ConferenceMixer:
             raise RuntimeError("mixer closed")
         self.remove_source(key)
         previous = self._departed.pop(key, None)
-        source = _Source(key=key, tap=tap)
+        source = _Source(key=key, tap=tap, last_frame_block=self._index)
         if previous is not None and previous.left_at is not None:
             # the same participant again: keep their recent history, the time away as silence
             source.levels = previous.levels
@@ -198,7 +211,8 @@ class ConferenceMixer:
         except Exception:
             logger.warning("mixer source %s failed; dropping it", source.key, exc_info=True)
         finally:
-            if self._sources.get(source.key) is source:
+            source.ended = True
+            if self._sources.get(source.key) is source and not source.queue:
                 del self._sources[source.key]
                 self._depart(source)
             aclose = getattr(stream, "aclose", None)
@@ -207,15 +221,16 @@ class ConferenceMixer:
                     await aclose()
 
     def _write(self, source: _Source, frame: rtc.AudioFrame) -> None:
+        source.last_frame_block = self._index
         if (
             source.partial is None
             and frame.samples_per_channel == self.block
             and frame.sample_rate == self.sample_rate
             and frame.num_channels == 1
         ):
-            # the usual case (rtc.AudioStream at our rate, 10 ms frames): queue the frame
-            # itself; it is copied once, when its block is mixed
-            source.queue.append(frame)
+            # the usual case (rtc.AudioStream at our rate, 10 ms frames): pass the frame
+            # itself on; it is copied once, when its block is mixed
+            self._accept(source, frame)
             return
         if frame.sample_rate != self.sample_rate:
             if source.resampler is None:
@@ -225,6 +240,12 @@ class ConferenceMixer:
             return
         self._rechunk(source, np.frombuffer(_mono(frame).data, dtype=np.int16))
 
+    def _accept(self, source: _Source, frame: rtc.AudioFrame) -> None:
+        if source.tap is not None:
+            source.tap(frame)
+        if self._queueing:
+            source.queue.append(frame)
+
     def _rechunk(self, source: _Source, samples: np.ndarray) -> None:
         n = self.block
         if source.partial is not None:
@@ -232,7 +253,7 @@ class ConferenceMixer:
             source.partial = None
         whole = samples.shape[0] - samples.shape[0] % n
         for start in range(0, whole, n):
-            source.queue.append(rtc.AudioFrame(samples[start : start + n].tobytes(), self.sample_rate, 1, n))
+            self._accept(source, rtc.AudioFrame(samples[start : start + n].tobytes(), self.sample_rate, 1, n))
         if whole < samples.shape[0]:
             source.partial = samples[whole:].copy()
 
@@ -249,51 +270,68 @@ class ConferenceMixer:
         # start time, never by adding up sleeps, so the clock cannot drift.
         if self._closed:
             return
+        loop = asyncio.get_running_loop()
+        due = int((loop.time() - self._clock_start) * 1000 / self.frame_ms) - self._index
+        if due <= 0:
+            self._schedule_next()
+            return
+        if due > self._max_catchup:
+            # the loop was blocked for very long: that audio is too old to be worth
+            # mixing late; skip ahead rather than burst stale blocks
+            skip = due - self._max_catchup
+            self.stats.skipped_blocks += skip
+            self._index += skip
+            due = self._max_catchup
         try:
-            loop = asyncio.get_running_loop()
-            due = int((loop.time() - self._clock_start) * 1000 / self.frame_ms) - self._index
-            if due > self._max_catchup:
-                # the loop was blocked for long: that audio is too old to be worth mixing
-                # late, skip ahead rather than burst stale blocks
-                skip = due - self._max_catchup
-                self.stats.skipped_blocks += skip
-                self._index += skip
-                due = self._max_catchup
-            for _ in range(due):
-                self.mix_block()
+            self.mix_block(owed=due - 1)
         except Exception:
             logger.exception("conference mixer block failed")
             self._index += 1
-        self._schedule_next()
+        if due > 1:
+            # behind: one block per turn of the loop, so the readers can queue the
+            # frames that arrived while the loop was busy
+            self._clock = loop.call_soon(self._tick)
+        else:
+            self._schedule_next()
 
-    def mix_block(self) -> rtc.AudioFrame | None:
-        """Produce the next block from what every source holds (the clock calls this)."""
+    def mix_block(self, owed: int = 0) -> rtc.AudioFrame | None:
+        """Produce the next block from what every source holds (the clock calls this).
+
+        `owed`: further blocks the clock is behind by; a stream may hold that much
+        more without counting as too deep, and a silent stream is not yet stalled.
+        """
         slot = self._index % self._history
+        limit = self._max_blocks + owed
         contributing: list[_Source] = []
         frames: list[rtc.AudioFrame] = []
         silence = self._silence
+        finished: list[_Source] = []
         for source in self._sources.values():
             queue = source.queue
-            if len(queue) > self._max_blocks:
-                trim = len(queue) - self._jitter_blocks
+            if source.ended and not queue:
+                finished.append(source)
+                continue
+            if source.tap is not None and not owed and self._index - source.last_frame_block >= self._stall_blocks:
+                source.tap(silence)  # stalled: its VAD must still hear time pass
+            if len(queue) > limit:
+                trim = len(queue) - self._jitter_blocks - owed
                 for _ in range(trim):
                     queue.popleft()
                 self.stats.trimmed_blocks += trim
-            if not source.primed and len(queue) >= self._jitter_blocks:
+            if not source.primed and (len(queue) >= self._jitter_blocks or source.ended):
                 source.primed = True
             if source.primed and queue:
-                frame = queue.popleft()
                 contributing.append(source)
-                frames.append(frame)
-                if source.tap is not None:
-                    source.tap(frame)
+                frames.append(queue.popleft())
             else:
-                if source.primed:
+                if source.primed and self._queueing:
                     source.primed = False  # a gap: wait for jitter_ms again before using it
                     self.stats.underruns += 1
                 source.levels[slot] = 0.0
-                if source.tap is not None:
-                    source.tap(silence)
+        for source in finished:
+            if self._sources.get(source.key) is source:
+                del self._sources[source.key]
+                self._depart(source)
         out: rtc.AudioFrame | None = None
         k = len(frames)
         if k and (self._levels_enabled or (self._mix_enabled and k > 1)):
