@@ -251,6 +251,11 @@ VOICE_AGENT_METRICS_PORT = env.int("VOICE_AGENT_METRICS_PORT", default=0)
 CONFERENCE_AGENT_METRICS_PORT = env.int("CONFERENCE_AGENT_METRICS_PORT", default=0)
 # Where job processes keep their metric files; the worker empties it on start.
 AGENT_METRICS_DIR = env.str("AGENT_METRICS_DIR", default=str(BASE_DIR / ".run" / "agent-metrics"))
+# Turns in a row whose provider call failed (after the plugin's own retries)
+# before the conversation ends as failed.
+AGENT_PROVIDER_FAILURES_TO_END = env.int("AGENT_PROVIDER_FAILURES_TO_END", default=1)
+# Seconds one STT/LLM/TTS request may take before it counts as failed (and is retried).
+AGENT_PROVIDER_TIMEOUT_SECONDS = env.float("AGENT_PROVIDER_TIMEOUT_SECONDS", default=10.0)
 AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS", default=60)
 # How a conference agent hears the room (docs/benchmarks.md, "Conference"):
 # per_participant: one VAD + STT stream per person, every utterance carries its speaker

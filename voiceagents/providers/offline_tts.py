@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 from livekit.agents import APIConnectOptions, APIError, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
@@ -183,6 +184,32 @@ def synthesize_wav(
         wav.setframerate(sample_rate)
         wav.writeframes(np.concatenate([lead, samples, trail]).tobytes())
     return out
+
+
+def speech_frames(
+    text: str,
+    *,
+    sample_rate: int = 48000,
+    frame_ms: int = 10,
+    lead_silence: float = 0.0,
+    trail_silence: float = 0.0,
+    voice: str = DEFAULT_VOICE,
+) -> list[rtc.AudioFrame]:
+    """``text`` spoken as a run of equal mono frames, as a room's audio track delivers it.
+
+    The silences give a VAD or endpointer the quiet it needs to notice an utterance end;
+    the last partial frame is padded with silence.
+    """
+    samples = synthesize_samples(text, voice=voice, sample_rate=sample_rate)
+    per_frame = sample_rate * frame_ms // 1000
+    lead = np.zeros(int(lead_silence * sample_rate), dtype=np.int16)
+    trail = np.zeros(int(trail_silence * sample_rate), dtype=np.int16)
+    audio = np.concatenate([lead, samples, trail])
+    audio = np.concatenate([audio, np.zeros((-len(audio)) % per_frame, dtype=np.int16)])
+    return [
+        rtc.AudioFrame(audio[i : i + per_frame].tobytes(), sample_rate, 1, per_frame)
+        for i in range(0, len(audio), per_frame)
+    ]
 
 
 def check_voice(voice: str) -> None:

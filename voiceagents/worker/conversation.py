@@ -79,7 +79,9 @@ class TranscriptRecorder:
     def on_item(self, item: Any, speaker: Speaker | None = None) -> None:
         if not isinstance(item, ChatMessage) or item.role not in ("user", "assistant"):
             return
-        text = (item.text_content or "").strip()
+        # conference turns show the LLM "Name: words"; the transcript stores the words
+        # (extra["transcript_text"]) and the name in the speaker columns
+        text = str(item.extra.get("transcript_text") or item.text_content or "").strip()
         if not text:
             return
         m = item.metrics or {}
@@ -260,7 +262,25 @@ def describe_error(error: Any) -> str:
 
 
 def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
-    return AgentSession(**providers.session_kwargs())
+    from livekit.agents import APIConnectOptions
+    from livekit.agents.voice.agent_session import SessionConnectOptions
+
+    # Each provider call is already retried by its plugin; a turn that still
+    # fails leaves the visitor with silence. After AGENT_PROVIDER_FAILURES_TO_END
+    # such turns in a row the session closes with the error, and the database
+    # records `failed` with the reason instead of an agent that no longer answers.
+    failures = max(settings.AGENT_PROVIDER_FAILURES_TO_END, 1)
+    # A provider that stops answering is given up on after this long per attempt.
+    per_call = APIConnectOptions(timeout=settings.AGENT_PROVIDER_TIMEOUT_SECONDS)
+    return AgentSession(
+        **providers.session_kwargs(),
+        conn_options=SessionConnectOptions(
+            stt_conn_options=per_call,
+            llm_conn_options=per_call,
+            tts_conn_options=per_call,
+            max_unrecoverable_errors=failures - 1,
+        ),
+    )
 
 
 def agent_for(config: dict[str, Any]) -> Agent:

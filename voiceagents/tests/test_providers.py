@@ -1,0 +1,428 @@
+"""Offline providers, the echo diagnostic and the provider factory.
+
+No database, no network: pocketsphinx and espeak-ng run in-process; cloud plugins are
+built against a stub server (stubs.server) where they must talk to something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import wave
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from livekit.agents import APIError, Agent, AgentSession, llm, stt, utils
+from livekit.plugins import deepgram, groq, openai
+
+from stubs.server import StubServer
+from voiceagents.providers.echo_llm import EchoLLM
+from voiceagents.providers.factory import (
+    ProviderConfigError,
+    Providers,
+    build_providers,
+    load_vad,
+)
+from voiceagents.providers.offline_stt import PocketSphinxSTT, transcribe_pcm
+from voiceagents.providers.offline_tts import (
+    EspeakError,
+    EspeakTTS,
+    check_voice,
+    speech_frames,
+    synthesize_pcm,
+    synthesize_wav,
+)
+
+T = TypeVar("T")
+
+# Sentences that pocketsphinx's bundled model transcribes word for word from espeak-ng's
+# en-us voice, on every path we use (22.05/24/48 kHz, direct, via the OpenAI upload and
+# the Deepgram socket). Others come out garbled: "hello how are you today" -> "the local
+# are you today", "good afternoon" -> "well that too", "i need help" -> "i need to".
+RELIABLE_SENTENCES = [
+    "hello world",
+    "can you hear me",
+    "how are you",
+    "testing one two three",
+    "yes please",
+    "what is your name",
+    "one two three four five",
+    "thank you",
+    "please call me back",
+]
+
+FULL_CONFIG: dict[str, Any] = {
+    "llm_provider": "echo",
+    "llm_model": "",
+    "stt_provider": "local",
+    "tts_provider": "local",
+    "tts_voice": "",
+    "vad_enabled": True,
+    "allow_interruptions": True,
+    "system_prompt": "You are a test.",
+    "greeting_message": "Hello from the test.",
+}
+NO_KEYS = SimpleNamespace(
+    OPENAI_API_KEY="",
+    OPENAI_BASE_URL="",
+    GROQ_API_KEY="",
+    GROQ_BASE_URL="",
+    DEEPGRAM_API_KEY="",
+    DEEPGRAM_BASE_URL="",
+)
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    """Run one test body on a fresh loop, never longer than ``timeout``."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    server = StubServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stub_state(request: pytest.FixtureRequest) -> None:
+    if "stub" in request.fixturenames:
+        request.getfixturevalue("stub").state.reset()
+
+
+# -- offline STT / TTS ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sentence", RELIABLE_SENTENCES)
+def test_pocketsphinx_recognises_espeak_sentence_from_room_frames(sentence: str) -> None:
+    # 48 kHz 10 ms frames: what an agent's audio input hands an STT
+    frames = speech_frames(sentence, sample_rate=48000, lead_silence=0.2, trail_silence=0.2)
+
+    event = run(PocketSphinxSTT().recognize(frames))
+
+    assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+    assert event.alternatives[0].text == sentence
+    assert event.alternatives[0].end_time > event.alternatives[0].start_time
+
+
+def test_pocketsphinx_hears_nothing_in_silence() -> None:
+    assert transcribe_pcm(np.zeros(16000, dtype=np.int16), 16000) == ""
+
+
+def test_espeak_tts_round_trips_through_pocketsphinx() -> None:
+    async def body() -> tuple[list[Any], str]:
+        tts = EspeakTTS()
+        frames = [ev.frame async for ev in tts.synthesize("what is your name")]
+        event = await PocketSphinxSTT().recognize(frames)
+        return frames, event.alternatives[0].text
+
+    frames, heard = run(body())
+
+    assert {f.sample_rate for f in frames} == {22050}
+    assert {f.num_channels for f in frames} == {1}
+    assert 0.5 < sum(f.duration for f in frames) < 3.0
+    assert heard == "what is your name"
+
+
+def test_espeak_tts_unknown_voice_is_a_non_retryable_api_error() -> None:
+    async def body() -> None:
+        await EspeakTTS(voice="no-such-voice").synthesize("hello").collect()
+
+    with pytest.raises(APIError) as info:
+        run(body())
+    assert not info.value.retryable
+    with pytest.raises(EspeakError):
+        check_voice("no-such-voice")
+
+
+def test_synthesize_pcm_is_22050_hz_s16le() -> None:
+    pcm, rate = synthesize_pcm("hello world")
+
+    assert rate == 22050
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    assert 0.4 < len(samples) / rate < 2.0
+    assert np.abs(samples).max() > 1000  # speech, not silence
+
+
+def test_synthesize_wav_writes_a_48k_mono_file_pocketsphinx_understands(tmp_path: Path) -> None:
+    path = synthesize_wav("hello world", tmp_path / "visitor.wav", trail_silence=0.5)
+
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 1, 2)
+        frames = wav.readframes(wav.getnframes())
+        assert wav.getnframes() / 48000 > 0.9  # speech plus the half second of silence
+    assert transcribe_pcm(frames, 48000) == "hello world"
+
+
+def test_pocketsphinx_behind_a_vad_stream_adapter_finds_the_utterance() -> None:
+    # what the factory builds for a non-streaming STT with vad_enabled=False
+    adapter = stt.StreamAdapter(stt=PocketSphinxSTT(), vad=load_vad())
+    frames = speech_frames("testing one two three", lead_silence=0.5, trail_silence=1.5)
+
+    async def body() -> list[stt.SpeechEvent]:
+        stream = adapter.stream()
+        for frame in frames:
+            stream.push_frame(frame)
+        stream.end_input()
+        events = [ev async for ev in stream]
+        await stream.aclose()
+        return events
+
+    events = run(body())
+
+    types = [ev.type for ev in events]
+    assert types[0] == stt.SpeechEventType.START_OF_SPEECH
+    finals = [ev.alternatives[0].text for ev in events if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    assert finals == ["testing one two three"]
+    assert types.index(stt.SpeechEventType.END_OF_SPEECH) < types.index(
+        stt.SpeechEventType.FINAL_TRANSCRIPT
+    )
+
+
+# -- echo diagnostic ---------------------------------------------------------------------
+
+
+def _chat(*turns: tuple[str, str]) -> llm.ChatContext:
+    ctx = llm.ChatContext.empty()
+    for role, text in turns:
+        ctx.add_message(role=role, content=text)  # type: ignore[arg-type]
+    return ctx
+
+
+def test_echo_llm_says_back_the_last_user_message_as_a_stream() -> None:
+    ctx = _chat(
+        ("system", "ignored"),
+        ("user", "first thing"),
+        ("assistant", "You said: first thing."),
+        ("user", "hello world."),
+    )
+
+    async def body() -> tuple[list[llm.ChatChunk], llm.CollectedResponse]:
+        echo = EchoLLM()
+        chunks = [c async for c in echo.chat(chat_ctx=ctx)]
+        return chunks, await echo.chat(chat_ctx=ctx).collect()
+
+    chunks, response = run(body())
+
+    assert response.text == "You said: hello world."
+    assert len([c for c in chunks if c.delta and c.delta.content]) > 1
+    assert response.usage is not None and response.usage.completion_tokens == 4
+
+
+def test_echo_llm_greets_when_nobody_spoke_yet() -> None:
+    async def body() -> llm.CollectedResponse:
+        echo = EchoLLM(greeting="Echo check ready.")
+        return await echo.chat(chat_ctx=_chat(("system", "be nice"))).collect()
+
+    assert run(body()).text == "Echo check ready."
+
+
+def test_echo_llm_answers_a_text_turn_in_a_real_agent_session() -> None:
+    async def body() -> str:
+        async with AgentSession(llm=EchoLLM(), vad=None, turn_handling={"turn_detection": "manual"}) as session:
+            await session.start(Agent(instructions="diagnostic"))
+            result = await session.run(user_input="are you there")
+            message = result.expect.next_event().is_message(role="assistant").event().item
+            return message.text_content or ""
+
+    assert run(body()) == "You said: are you there."
+
+
+# -- factory -----------------------------------------------------------------------------
+
+ALL_COMBINATIONS = list(
+    itertools.product(
+        ("openai", "groq", "echo"),
+        ("deepgram", "groq", "openai", "local"),
+        ("openai", "local"),
+        (True, False),
+        (True, False),
+    )
+)
+LLM_CLASSES = {"openai": openai.LLM, "groq": groq.LLM, "echo": EchoLLM}
+STT_CLASSES = {
+    "deepgram": deepgram.STT,
+    "groq": groq.STT,
+    "openai": openai.STT,
+    "local": PocketSphinxSTT,
+}
+TTS_CLASSES = {"openai": openai.TTS, "local": EspeakTTS}
+
+
+def test_factory_builds_every_combination(stub: StubServer) -> None:
+    async def body() -> list[tuple[tuple[Any, ...], Providers]]:
+        built = []
+        for combo in ALL_COMBINATIONS:
+            llm_p, stt_p, tts_p, vad_enabled, interruptions = combo
+            config = dict(
+                FULL_CONFIG,
+                llm_provider=llm_p,
+                stt_provider=stt_p,
+                tts_provider=tts_p,
+                tts_voice="nova" if tts_p == "openai" else "",
+                vad_enabled=vad_enabled,
+                allow_interruptions=interruptions,
+            )
+            providers = build_providers(config, settings=stub.settings())
+            built.append((combo, providers))
+            await providers.aclose()
+        return built
+
+    built = run(body(), timeout=120)
+
+    assert len(built) == 96
+    for (llm_p, stt_p, tts_p, vad_enabled, interruptions), providers in built:
+        assert isinstance(providers.llm, LLM_CLASSES[llm_p])
+        assert isinstance(providers.tts, TTS_CLASSES[tts_p])
+        inner = providers.stt
+        if isinstance(inner, stt.StreamAdapter):
+            inner = inner.wrapped_stt
+        assert isinstance(inner, STT_CLASSES[stt_p])
+        # whatever the session gets must be usable as a stream
+        assert providers.stt.capabilities.streaming or providers.vad is not None
+        if vad_enabled:
+            assert providers.vad is load_vad()
+            assert providers.turn_detection == "vad"
+            assert not isinstance(providers.stt, stt.StreamAdapter)
+        else:
+            assert providers.vad is None
+            assert providers.turn_detection == "stt"
+            assert isinstance(providers.stt, stt.StreamAdapter) == (stt_p != "deepgram")
+        kwargs = providers.session_kwargs()
+        assert kwargs["vad"] is providers.vad and "vad" in kwargs
+        assert kwargs["turn_handling"] == {
+            "turn_detection": providers.turn_detection,
+            "interruption": {"enabled": interruptions, "mode": "vad"},
+        }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"llm_provider": "openai"}, "OPENAI_API_KEY is not set; the 'openai' LLM provider needs it"),
+        ({"llm_provider": "groq"}, "GROQ_API_KEY is not set; the 'groq' LLM provider needs it"),
+        ({"stt_provider": "deepgram"}, "DEEPGRAM_API_KEY is not set; the 'deepgram' STT provider needs it"),
+        ({"stt_provider": "groq"}, "GROQ_API_KEY is not set; the 'groq' STT provider needs it"),
+        ({"stt_provider": "openai"}, "OPENAI_API_KEY is not set; the 'openai' STT provider needs it"),
+        ({"tts_provider": "openai"}, "OPENAI_API_KEY is not set; the 'openai' TTS provider needs it"),
+    ],
+)
+def test_factory_names_the_missing_key(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ProviderConfigError) as info:
+        build_providers(dict(FULL_CONFIG, **overrides), settings=NO_KEYS)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"llm_provider": "anthropic"}, "unknown LLM provider 'anthropic'"),
+        ({"stt_provider": ""}, "unknown STT provider ''"),
+        ({"tts_provider": "elevenlabs"}, "unknown TTS provider 'elevenlabs'"),
+        ({"tts_provider": "local", "tts_voice": "klingon-x"}, "tts_voice 'klingon-x'"),
+    ],
+)
+def test_factory_rejects_what_it_cannot_build(overrides: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ProviderConfigError, match=fragment):
+        build_providers(dict(FULL_CONFIG, **overrides), settings=NO_KEYS)
+
+
+def test_factory_rejects_a_voice_openai_does_not_have(stub: StubServer) -> None:
+    config = dict(FULL_CONFIG, tts_provider="openai", tts_voice="en-us")
+    with pytest.raises(ProviderConfigError, match="not an OpenAI voice"):
+        build_providers(config, settings=stub.settings())
+
+
+def test_factory_local_tts_ignores_openai_voice_names_and_takes_espeak_ones() -> None:
+    for voice, expected in (("alloy", "en-us"), ("", "en-us"), ("en-gb-x-rp", "en-gb-x-rp")):
+        providers = build_providers(dict(FULL_CONFIG, tts_voice=voice), settings=NO_KEYS)
+        assert isinstance(providers.tts, EspeakTTS)
+        assert providers.tts.voice == expected
+
+
+def test_load_vad_loads_once_per_process() -> None:
+    assert load_vad() is load_vad()
+
+
+def test_factory_built_cloud_providers_reach_their_base_urls(stub: StubServer) -> None:
+    """Every cloud plugin the factory builds talks to the configured URL, and the TTS asks
+    for raw pcm (the plugin's own default would be mp3)."""
+    settings = stub.settings()
+    # a bare host for Deepgram must still reach /v1/listen
+    settings.DEEPGRAM_BASE_URL = stub.base_url
+
+    async def body() -> dict[str, str]:
+        heard: dict[str, str] = {}
+        for llm_p, stt_p in (("openai", "openai"), ("groq", "groq"), ("openai", "deepgram")):
+            config = dict(
+                FULL_CONFIG,
+                llm_provider=llm_p,
+                stt_provider=stt_p,
+                tts_provider="openai",
+                tts_voice="alloy",
+                vad_enabled=True,
+            )
+            providers = build_providers(config, settings=settings)
+            reply = await providers.llm.chat(chat_ctx=_chat(("user", "ping"))).collect()
+            heard[f"llm:{llm_p}"] = reply.text
+            audio = await providers.tts.synthesize("yes please").collect()
+            heard["tts:rate"] = str(audio.sample_rate)
+            if stt_p == "deepgram":
+                async with utils.http_context.open():
+                    stream = providers.stt.stream()
+                    for frame in speech_frames("yes please", lead_silence=0.3, trail_silence=1.0):
+                        stream.push_frame(frame)
+                    stream.flush()
+                    async for ev in stream:
+                        if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                            heard["stt:deepgram"] = ev.alternatives[0].text
+                            break
+                    await stream.aclose()
+            else:
+                event = await providers.stt.recognize(speech_frames("yes please"))
+                heard[f"stt:{stt_p}"] = event.alternatives[0].text
+            await providers.aclose()
+        return heard
+
+    heard = run(body(), timeout=120)
+
+    assert heard == {
+        "llm:openai": "Stub reply to: ping",
+        "llm:groq": "Stub reply to: ping",
+        "tts:rate": "24000",
+        "stt:openai": "yes please",
+        "stt:groq": "yes please",
+        "stt:deepgram": "Yes please.",
+    }
+    chat_paths = {r.path for r in stub.state.requests("chat")}
+    assert chat_paths == {"/v1/chat/completions", "/openai/v1/chat/completions"}
+    assert {r.body["response_format"] for r in stub.state.requests("speech")} == {"pcm"}
+    listen = stub.state.last("listen")
+    assert listen is not None and listen.path == "/v1/listen"
+
+
+def test_session_kwargs_are_accepted_by_agent_session() -> None:
+    async def body() -> list[tuple[Any, ...]]:
+        seen = []
+        for vad_enabled, interruptions in ((True, True), (False, False)):
+            config = dict(FULL_CONFIG, vad_enabled=vad_enabled, allow_interruptions=interruptions)
+            providers = build_providers(config, settings=NO_KEYS)
+            session = AgentSession(**providers.session_kwargs())
+            interruption = session.options.turn_handling["interruption"]
+            seen.append(
+                (
+                    session.turn_detection,
+                    session.vad is providers.vad,
+                    interruption["enabled"],
+                    session.interruption_detection,
+                )
+            )
+            await session.aclose()
+        return seen
+
+    assert run(body()) == [("vad", True, True, "vad"), ("stt", True, False, "vad")]

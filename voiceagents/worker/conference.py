@@ -1,0 +1,243 @@
+"""The conference agent's job: hear everyone in the room, know who said what, answer the group.
+
+One AgentSession speaks for the agent (LLM, TTS, audio out to the room, the
+transcript). How it hears is CONFERENCE_STT_STRATEGY:
+
+- per_participant (default): each person's microphone feeds their own STT
+  stream (`ParticipantListener`), so every final transcript carries its
+  speaker; the `Floor` puts "Name: words" into the agent's context and asks
+  for a reply when the reply policy says so.
+- mixed: every microphone goes through the `ConferenceMixer` into the
+  session's single audio input; the framework's own turn detection runs on
+  the mix, and each finished turn is attributed to whoever was loudest during
+  it (the mixer's per-stream energy).
+
+Both follow people joining, leaving and republishing (`Audience`), never hear
+the agent itself or other agents, and end the conversation when the last
+person has left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from livekit import rtc
+from livekit.agents import Agent, AutoSubscribe, JobContext, JobProcess, StopResponse, llm, room_io, stt
+
+from .conference_audience import Audience, Member
+from .conference_policy import ReplyPolicy
+from .conference_turns import Floor, ParticipantListener, attribute
+from .conversation import Conversation, Speaker, build_agent_session
+from .mixer import ConferenceMixer, MixerAudioInput
+
+logger = logging.getLogger("agentconnect.worker.conference")
+
+PER_PARTICIPANT = "per_participant"
+MIXED = "mixed"
+# speech models (silero VAD, pocketsphinx, Whisper) work at 16 kHz: the rtc.AudioStream
+# resamples natively once, instead of every VAD and STT stream resampling in Python
+SAMPLE_RATE = 16000
+# frames an rtc.AudioStream may queue if the event loop falls behind (then oldest dropped)
+STREAM_CAPACITY = 50
+
+GROUP_INSTRUCTIONS = (
+    "You are talking with a group of people at once, by voice. Each user message starts "
+    "with the name of the person speaking, like 'Maya: ...'. Keep track of who said what, "
+    "and when you answer someone, address them by name."
+)
+UNKNOWN_SPEAKER = Speaker(identity="", name="Someone")
+
+
+def prewarm(proc: JobProcess) -> None:
+    from .voice import prewarm as voice_prewarm
+
+    voice_prewarm(proc)
+
+
+class ConferenceConversation(Conversation):
+    def speaker_for(self, item: Any) -> Speaker | None:
+        extra = getattr(item, "extra", None) or {}
+        identity = extra.get("speaker_identity")
+        if identity is None:
+            return None
+        return Speaker(identity=str(identity), name=str(extra.get("speaker_name") or identity))
+
+
+class ConferenceAgent(Agent):
+    def __init__(self, *, instructions: str, conference: Conference) -> None:
+        super().__init__(instructions=instructions)
+        self._conference = conference
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        # only reached with the mixed strategy: per_participant turns never pass the
+        # session's own turn detection
+        await self._conference.mixed_turn(new_message)
+
+
+def listener_stt(providers: Any) -> stt.STT:
+    """An STT that streams, for one person: a non-streaming STT is cut into utterances by a VAD."""
+    engine: stt.STT = providers.stt
+    if engine.capabilities.streaming:
+        return engine
+    from voiceagents.providers.factory import load_vad
+
+    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad())
+
+
+class Conference:
+    def __init__(self, ctx: JobContext, conversation: ConferenceConversation, providers: Any, *, strategy: str) -> None:
+        self.ctx = ctx
+        self.conversation = conversation
+        self.config = conversation.config
+        self.providers = providers
+        self.strategy = strategy
+        mixed = strategy == MIXED
+        self.mixer = ConferenceMixer(sample_rate=SAMPLE_RATE, mix=mixed, levels=mixed)
+        self.audience = Audience(ctx.room, on_audio=self._on_audio, on_audio_gone=self._on_audio_gone, on_left=self._on_left)
+        self.session = build_agent_session(self.config, providers)
+        prompt = str(self.config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
+        self.agent = ConferenceAgent(instructions=f"{prompt}\n\n{GROUP_INSTRUCTIONS}", conference=self)
+        self.listeners: dict[str, ParticipantListener] = {}
+        self._listener_stt = listener_stt(providers) if not mixed else None
+        self._closing_listeners: set[asyncio.Task[None]] = set()
+        self._ending: asyncio.Task[None] | None = None
+        self.floor: Floor | None = None
+
+    async def run(self, first: rtc.RemoteParticipant) -> None:
+        recorder = self.conversation.attach(self.session, user=UNKNOWN_SPEAKER)
+        options = self.session.options
+        self.floor = Floor(
+            session=self.session,
+            agent=self.agent,
+            recorder=recorder,
+            policy=ReplyPolicy(str(self.config.get("reply_policy") or "always"), str(self.config.get("agent_name") or "")),
+            names_in_room=lambda: {m.identity: m.display_name for m in self.audience.members.values()},
+            allow_interruptions=self.providers.allow_interruptions,
+            min_delay=float(options.endpointing["min_delay"]),
+            max_delay=float(options.endpointing["max_delay"]),
+        )
+        self.ctx.add_shutdown_callback(self.aclose)
+        self.mixer.start()
+        if self.strategy == MIXED:
+            self.session.input.audio = MixerAudioInput(self.mixer)
+        await self.session.start(
+            agent=self.agent,
+            room=self.ctx.room,
+            room_options=room_io.RoomOptions(
+                audio_input=False,  # we feed the session (mixed) or bypass its ears (per_participant)
+                text_input=False,
+                video_input=False,
+                participant_identity=first.identity,
+                close_on_disconnect=False,  # one person leaving does not end a conference
+                delete_room_on_close=True,
+            ),
+        )
+        self.audience.start()
+        logger.info(
+            "conference started (%s strategy, reply policy %s)", self.strategy, self.floor.policy.policy,
+            extra=self.ctx.log_context_fields,
+        )
+        greeting = str(self.config.get("greeting_message") or "")
+        if greeting:
+            self.session.say(greeting, allow_interruptions=self.providers.allow_interruptions)
+
+    # --- audience -------------------------------------------------------------------
+
+    def _on_audio(self, member: Member, track: rtc.RemoteAudioTrack) -> None:
+        stream = rtc.AudioStream(
+            track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10, capacity=STREAM_CAPACITY
+        )
+        if self._listener_stt is None:
+            self.mixer.add_source(member.identity, stream)
+            return
+        assert self.floor is not None
+        listener = self.listeners.get(member.identity)
+        if listener is None:
+            speaker = Speaker(identity=member.identity, name=member.display_name)
+            listener = ParticipantListener(speaker, self._listener_stt, self.floor, sample_rate=SAMPLE_RATE)
+            self.listeners[member.identity] = listener
+        self.mixer.add_source(member.identity, stream, tap=listener.push)
+
+    def _on_audio_gone(self, member: Member) -> None:
+        self.mixer.remove_source(member.identity)
+        listener = self.listeners.pop(member.identity, None)
+        if listener is not None:
+            # their last words still become an utterance; a new track gets a new listener
+            task = asyncio.create_task(listener.aclose(flush=True))
+            self._closing_listeners.add(task)
+            task.add_done_callback(self._closing_listeners.discard)
+
+    def _on_left(self, member: Member) -> None:
+        if not self.audience.members and self._ending is None:
+            self._ending = asyncio.create_task(self._end_when_flushed())
+
+    async def _end_when_flushed(self) -> None:
+        if self._closing_listeners:
+            await asyncio.wait(set(self._closing_listeners), timeout=15)
+        logger.info("everyone has left; ending the conference", extra=self.ctx.log_context_fields)
+        self.session.shutdown(drain=False)
+
+    # --- mixed strategy -------------------------------------------------------------
+
+    async def mixed_turn(self, message: llm.ChatMessage) -> None:
+        assert self.floor is not None
+        metrics = message.metrics or {}
+        ended = metrics.get("stopped_speaking_at") or time.time()
+        started = metrics.get("started_speaking_at") or ended - 5.0
+        key = self.mixer.dominant_source(started - 0.1, ended + 0.1)
+        speaker = Speaker(identity=key, name=self.audience.name_of(key)) if key else UNKNOWN_SPEAKER
+        text = (message.text_content or "").strip()
+        attribute(message, speaker)
+        if not self.floor.wants_reply(speaker, text):
+            logger.info("%s: %s (no reply: not addressed)", speaker.name, text)
+            await self.floor.remember(message, speaker)
+            raise StopResponse()
+        logger.info("%s: %s", speaker.name, text)
+
+    # --- closing --------------------------------------------------------------------
+
+    async def aclose(self, reason: str = "") -> None:
+        self.audience.stop()
+        if self.floor is not None:
+            self.floor.close()
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
+        await asyncio.gather(*(listener.aclose(flush=False) for listener in listeners), return_exceptions=True)
+        for task in list(self._closing_listeners):
+            task.cancel()
+        await self.mixer.aclose()
+        if self._listener_stt is not None and self._listener_stt is not self.providers.stt:
+            with contextlib.suppress(Exception):
+                await self._listener_stt.aclose()
+
+
+async def conference_entrypoint(ctx: JobContext) -> None:
+    from voiceagents.providers.factory import ProviderConfigError, build_providers
+
+    conversation = ConferenceConversation(ctx)
+    if not await conversation.prepare():
+        ctx.shutdown("no session for this room")
+        return
+    try:
+        providers = build_providers(conversation.config, settings=settings)
+    except ProviderConfigError as exc:
+        await conversation.fail(str(exc))
+        return
+
+    # subscriptions are ours: only people's microphones (conference_audience.py)
+    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    await conversation.report_joined()
+
+    timeout = settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
+    try:
+        first = await asyncio.wait_for(ctx.wait_for_participant(), timeout)
+    except asyncio.TimeoutError:
+        await conversation.fail(f"Nobody joined the conference within {timeout} s.")
+        return
+    conference = Conference(ctx, conversation, providers, strategy=settings.CONFERENCE_STT_STRATEGY)
+    await conference.run(first)
