@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -83,7 +84,10 @@ def playwright_driver() -> Iterator[Any]:
     assert WIDGET_JS.exists() and WIDGET_JS.stat().st_size > 0, (
         "static/agentconnect/widget.js is not built: run scripts/build-widget.sh (make test does)"
     )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # Each step waits for an event, never a fixed time; 20 s covers a loaded CI machine.
+    expect.set_options(timeout=20_000)
 
     # Playwright's sync API keeps an event loop running on this thread; the ORM
     # calls the tests make between browser steps are still plain sync code.
@@ -130,10 +134,16 @@ class BrowserRun:
         page = context.new_page()
         page.set_default_timeout(20_000)
         label = f"page{len(self.pages) + 1}"
-        page.on("console", lambda msg: self.log.append(f"[{label} console.{msg.type}] {msg.text}"))
-        page.on("pageerror", lambda err: self.log.append(f"[{label} pageerror] {err}"))
-        page.on("response", lambda r: self.log.append(f"[{label} http] {r.request.method} {r.url} -> {r.status}"))
-        page.on("requestfailed", lambda r: self.log.append(f"[{label} http] {r.method} {r.url} failed: {r.failure}"))
+        start = time.monotonic()
+
+        def note(line: str) -> None:
+            self.log.append(f"{time.monotonic() - start:7.2f}s [{label} {line}")
+
+        page.on("console", lambda msg: note(f"console.{msg.type}] {msg.text}"))
+        page.on("pageerror", lambda err: note(f"pageerror] {err}"))
+        page.on("request", lambda r: note(f"http] {r.method} {r.url} ->") if "/api/" in r.url else None)
+        page.on("response", lambda r: note(f"http] {r.request.method} {r.url} -> {r.status}"))
+        page.on("requestfailed", lambda r: note(f"http] {r.method} {r.url} failed: {r.failure}"))
         self.pages.append(page)
         return page
 

@@ -293,6 +293,55 @@ def test_keyboard_only_with_labelled_controls_and_visible_focus(
                     what="the session to be stopping")
 
 
+def test_connection_drop_shows_reconnecting_and_recovers(
+    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
+) -> None:
+    page = browser_run.page()
+    open_host_page(page, host_site, live_server_url=live_server.url,
+                   attrs=widget_attrs(company, agent, **{"agent-timeout": "300"}))
+    page.locator(".ac-launcher").click()
+    expect_waiting_for_agent(page)
+    notice = page.locator(".ac-notice")
+    page.context.set_offline(True)  # the signal connection to livekit-server drops
+    expect(status(page)).to_have_attribute("data-state", "reconnecting", timeout=EXPECT_MS)
+    expect(status(page)).to_contain_text("Connection lost")
+    expect(notice).to_contain_text("The connection dropped")
+    page.context.set_offline(False)
+    expect_waiting_for_agent(page)  # back in the same room, still waiting for the agent
+    expect(notice).to_be_hidden()
+    expect(alert(page)).to_be_hidden()
+    (session,) = sessions_of(company)
+    assert status_of(session) in LIVE_STATUSES
+    assert session.visitor_identity in room_identities(session.agent_room_name)
+
+
+@pytest.mark.e2e
+def test_long_outage_rejoins_with_a_fresh_token(
+    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
+) -> None:
+    """Once the SDK gives up resuming (about 45 s), the widget asks widget-voice-token
+    for a new token and joins the same conversation again: same session, same visitor."""
+    page = browser_run.page()
+    open_host_page(page, host_site, live_server_url=live_server.url,
+                   attrs=widget_attrs(company, agent, **{"agent-timeout": "600"}))
+    page.locator(".ac-launcher").click()
+    expect_waiting_for_agent(page)
+    (session,) = sessions_of(company)
+    page.context.set_offline(True)
+    expect(status(page)).to_contain_text("rejoining the conversation", timeout=150_000)
+    with page.expect_response(
+        lambda r: r.url.endswith("/widget-voice-token") and r.request.method == "POST" and r.status == 200,
+        timeout=EXPECT_MS,
+    ):
+        page.context.set_offline(False)
+    expect_waiting_for_agent(page)
+    expect(alert(page)).to_be_hidden()
+    assert [s.session_id for s in sessions_of(company)] == [session.session_id]
+    assert status_of(session) in LIVE_STATUSES
+    wait_for(lambda: session.visitor_identity in room_identities(session.agent_room_name), timeout=20,
+             what="the visitor back in the room")
+
+
 # --- the demo page ----------------------------------------------------------------------------
 
 

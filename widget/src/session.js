@@ -19,9 +19,10 @@ export const ATTRIBUTE_SEGMENT_ID = 'lk.segment_id';
 export const ATTRIBUTE_FINAL = 'lk.transcription_final';
 export const ATTRIBUTE_TRACK_ID = 'lk.transcribed_track_id';
 
-// After the SDK's own resume attempts give up, the widget asks the API for a
-// fresh token (widget-voice-token) and joins again, this many times.
-const RECONNECT_DELAYS_MS = [500, 1500, 3000];
+// After the SDK's own attempts to resume the connection give up (about 45 s
+// of retries), the widget asks the API for a fresh token (widget-voice-token:
+// the first may have expired) and joins again, after each of these pauses.
+const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const CONNECT_TIMEOUT_MS = 20000;
 
 // Disconnects that mean "this conversation is over", not "the network broke".
@@ -88,6 +89,7 @@ export class VoiceSession {
     this.sessionId = cfg.join ? cfg.sessionId : '';
     this.sessionCreated = false;
     this.agentIdentity = '';
+    this.agentState = 'initializing';
     this.agentTimer = null;
     this.muted = false;
     this.segments = new Map();
@@ -226,8 +228,12 @@ export class VoiceSession {
       }))
       .on(RoomEvent.ParticipantAttributesChanged, mine((changed, p) => {
         if (ATTRIBUTE_AGENT_STATE in changed && p.kind === ParticipantKind.AGENT) {
-          if (!this.agentIdentity) this.agentJoined(p);
-          else this.emit('agent-state', { state: changed[ATTRIBUTE_AGENT_STATE] });
+          if (!this.agentIdentity) {
+            this.agentJoined(p);
+          } else {
+            this.agentState = changed[ATTRIBUTE_AGENT_STATE];
+            if (this.phase === 'live') this.emit('agent-state', { state: this.agentState });
+          }
         }
       }))
       .on(RoomEvent.TrackSubscribed, mine((track) => {
@@ -242,8 +248,10 @@ export class VoiceSession {
       .on(RoomEvent.AudioPlaybackStatusChanged, mine(() => {
         this.emit('audio-blocked', { blocked: !room.canPlaybackAudio });
       }))
+      // The SDK resumes by itself first: say so, and carry on when it is back.
+      .on(RoomEvent.SignalReconnecting, mine(() => this.setPhase('reconnecting')))
       .on(RoomEvent.Reconnecting, mine(() => this.setPhase('reconnecting')))
-      .on(RoomEvent.Reconnected, mine(() => this.setPhase(this.agentIdentity ? 'live' : 'waiting-agent')))
+      .on(RoomEvent.Reconnected, mine(() => this.resumed()))
       .on(RoomEvent.Disconnected, (reason) => {
         if (this.room === room && !this.done) this.disconnected(reason);
       });
@@ -253,8 +261,21 @@ export class VoiceSession {
     clearTimeout(this.agentTimer);
     this.agentTimer = null;
     this.agentIdentity = participant.identity;
+    this.agentState = participant.attributes[ATTRIBUTE_AGENT_STATE] || 'initializing';
     this.setPhase('live');
-    this.emit('agent-state', { state: participant.attributes[ATTRIBUTE_AGENT_STATE] || 'initializing' });
+    this.emit('agent-state', { state: this.agentState });
+  }
+
+  resumed() {
+    const agent = this.agentIdentity && this.room ? this.room.remoteParticipants.get(this.agentIdentity) : null;
+    if (agent) {
+      this.agentState = agent.attributes[ATTRIBUTE_AGENT_STATE] || this.agentState;
+      this.setPhase('live');
+      this.emit('agent-state', { state: this.agentState });
+    } else {
+      this.setPhase('waiting-agent');
+    }
+    this.emit('reconnected', {});
   }
 
   async agentTimedOut() {
@@ -280,12 +301,14 @@ export class VoiceSession {
   }
 
   async reconnect() {
+    const old = this.room;
     this.room = null;
+    if (old) old.removeAllListeners();
     clearTimeout(this.agentTimer);
     this.agentIdentity = '';
-    this.setPhase('reconnecting');
+    this.setPhase('rejoining');
     const name = this.cfg.participantName;
-    for (const delay of RECONNECT_DELAYS_MS) {
+    for (const delay of REJOIN_DELAYS_MS) {
       await new Promise((resolve) => setTimeout(resolve, delay));
       if (this.done) return;
       let grant;

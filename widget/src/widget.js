@@ -19,6 +19,7 @@ const PHASES = {
   connecting: ['connecting', 'Connecting…'],
   'waiting-agent': ['connecting', 'Connecting… waiting for the assistant to join'],
   reconnecting: ['reconnecting', 'Connection lost, reconnecting…'],
+  rejoining: ['reconnecting', 'Connection lost, rejoining the conversation…'],
   ending: ['ending', 'Ending the conversation…'],
   ended: ['ended', 'Conversation ended'],
   error: ['error', 'Could not continue'],
@@ -228,12 +229,14 @@ export class Widget {
   }
 
   onPhase({ phase, message, error }) {
-    if (phase === 'live') return; // the agent's state follows
-    const [state, text] = PHASES[phase] || ['idle', phase];
-    if (phase === 'reconnecting') {
+    if (phase === 'reconnecting' || phase === 'rejoining') {
       this.notice.textContent = 'The connection dropped. Reconnecting you to the same conversation…';
       this.notice.hidden = false;
+    } else if (phase === 'live' || phase === 'waiting-agent') {
+      this.notice.hidden = true;
     }
+    if (phase === 'live') return; // the agent's state follows
+    const [state, text] = PHASES[phase] || ['idle', phase];
     if (phase === 'ended' || phase === 'error') {
       this.notice.hidden = true;
       this.endButton.hidden = true;
