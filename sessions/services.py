@@ -184,7 +184,12 @@ def session_start(
     if session.agent_status == AgentStatus.FAILED:
         # Queueing the dispatch failed (broker down); the session is already
         # failed with the reason, so nothing is left pending.
-        raise ServiceUnavailable(session.failure_reason, details={"session_id": session.session_id})
+        raise ServiceUnavailable(
+            "Voice sessions cannot start right now: the task queue is unreachable. "
+            "Try again in a moment, with a new session_id.",
+            details={"session_id": session.session_id, "reason": session.failure_reason},
+            headers={"Retry-After": "5"},
+        )
     token = _visitor_token(session, identity=visitor_identity, name=participant_name or "Visitor")
     return StartResult(session=session, user_token=token, created=True)
 
@@ -434,6 +439,27 @@ class ReconcileReport:
     stopped: int = 0
     failed: int = 0
     requeued: int = 0
+    closed: int = 0  # rooms of ended sessions still on the server, closed
+
+
+def _close_rooms_of_ended_sessions(on_server: set[str], now: Any) -> int:
+    if not on_server:
+        return 0
+    # A short grace: session_dispatch closes a room it created for a session that
+    # ended meanwhile itself; reconcile only mops up what nobody else will.
+    ended = ConversationSession.objects.filter(
+        agent_room_name__in=sorted(on_server),
+        agent_status__in=TERMINAL_STATUSES,
+        status_changed_at__lt=now - timedelta(seconds=5),
+    ).only("pk", "agent_room_name", "dispatch_id", "agent_status")
+    closed = 0
+    for session in ended:
+        logger.warning(
+            "closing room %s: its session %s is %s", session.agent_room_name, session.pk, session.agent_status
+        )
+        lk.room_close(session.agent_room_name, session.dispatch_id)
+        closed += 1
+    return closed
 
 
 def sessions_reconcile() -> ReconcileReport:
@@ -442,15 +468,21 @@ def sessions_reconcile() -> ReconcileReport:
     - starting longer than AGENT_START_TIMEOUT_SECONDS: no worker took the job; fail and clean up;
     - pending/dispatching longer than AGENT_DISPATCH_TIMEOUT_SECONDS: the task was lost; fail;
     - starting/active/stopping whose room LiveKit no longer has: stopped (or failed before join);
-    - stopping whose room still exists: close it again.
+    - stopping whose room still exists: close it again;
+    - a room still on the server whose session has ended (a stop task lost to a
+      broker outage, a dispatch that half-succeeded before its session failed):
+      close it, so no agent stays in a room the database calls closed. Rooms
+      that belong to no session of ours are left alone: another deployment or
+      test run may share the server.
     """
     report = ReconcileReport()
     now = timezone.now()
     live = list(ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES))
     report.checked = len(live)
+    on_server = lk.rooms_existing()
+    report.closed = _close_rooms_of_ended_sessions(on_server, now)
     if not live:
         return report
-    on_server = lk.rooms_existing()
     start_limit = timedelta(seconds=settings.AGENT_START_TIMEOUT_SECONDS)
     dispatch_limit = timedelta(seconds=settings.AGENT_DISPATCH_TIMEOUT_SECONDS)
     # A room we just created may not be listed yet; give every change a short grace.
