@@ -131,7 +131,7 @@ def test_origin_allowed_only_for_another_company_gets_the_api_refusal(
     assert sessions_of(company) == []
 
 
-def test_session_limit_shows_the_rate_limit_message(
+def test_session_cap_shows_the_too_many_sessions_message(
     browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
 ) -> None:
     company.max_concurrent_sessions = 1
@@ -143,6 +143,24 @@ def test_session_limit_shows_the_rate_limit_message(
     expect_error(page, "server", "This company already has 1 live sessions")
     expect(alert(page)).to_have_attribute("data-code", "too_many_sessions")
     assert [s.session_id for s in sessions_of(company)] == ["already-live"]
+
+
+def test_rate_limit_shows_the_api_message_and_retry_needs_no_reload(
+    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent,
+    settings: Any,
+) -> None:
+    # Per widget key: this company's key is new, so its counter starts at zero.
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "start_per_key": "1/hour"}
+    page = browser_run.page()
+    open_host_page(page, host_site, live_server_url=live_server.url,
+                   attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}))
+    page.locator(".ac-launcher").click()
+    expect_waiting_for_agent(page)
+    page.get_by_role("button", name="End conversation").click()
+    page.get_by_role("button", name="Start a new conversation").click()
+    expect_error(page, "server", re.compile(r"Too many requests from this .*: the limit is 1/hour\. Retry in \d+ s\."))
+    expect(alert(page)).to_have_attribute("data-code", "rate_limited")
+    assert len(sessions_of(company)) == 1
 
 
 # --- the visitor's side: microphone, keyboard, leaving ---------------------------------
