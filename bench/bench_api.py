@@ -1,0 +1,99 @@
+"""API throughput and latency: start-voice-session beside trivial endpoints, same server, same run.
+
+    .venv/bin/python bench/bench_api.py [--requests 1000] [--concurrency 10 50]
+
+Starts its own stack (bench/load_cycles.py: gunicorn with 4 sync workers,
+private redis-server as broker and cache, PostgreSQL database `bench_rel`; no
+Celery worker and no livekit-server: the dispatch tasks wait in the queue, so
+what is measured is the API's own work). For each concurrency level it sends
+--requests requests of each kind, closed loop, keep-alive, from this process:
+
+- start-voice-session: validate, authenticate the widget key, admission control
+  (deployment lock + company row lock + two counts), insert, enqueue the
+  dispatch on Redis, mint the visitor's token;
+- agent-status: the trivial DRF endpoint (same authentication, one row read);
+- /healthz: the floor (answered by a middleware, no DRF, no database).
+
+Prints requests/s, median and p99 latency per endpoint and level. The load
+generator shares the 2 cores with the server: figures are for comparison
+within a run, not capacity planning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load_cycles import STATUS, START, percentile, running_stack, seed  # noqa: E402
+
+
+async def hammer(base: str, key: str, concurrency: int, total: int, make: Any) -> dict[str, float]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(total))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers={"X-Widget-Key": key}) as http:
+
+        async def lane() -> None:
+            for n in counter:
+                method, path, body = make(n)
+                t0 = time.perf_counter()
+                async with http.request(method, base + path, json=body, timeout=aiohttp.ClientTimeout(total=60)) as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return {
+        "rps": total / elapsed,
+        "median": statistics.median(latencies),
+        "p99": percentile(latencies, 99),
+        "ok": sum(n for s, n in statuses.items() if s < 400) / total,
+        "statuses": statuses,  # type: ignore[dict-item]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="per endpoint and level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    args = parser.parse_args()
+    if not 1 <= args.requests <= 20000 or any(not 1 <= c <= 200 for c in args.concurrency):
+        raise SystemExit("keep it bounded: 1-20000 requests, concurrency 1-200")
+
+    with running_stack(celery=False, livekit=False) as st:
+        ids = seed(st.env)
+        key = ids["widget_key"]
+        body = {"agent_id": ids["agent_id"], "company_id": ids["company_id"]}
+        run = f"b{int(time.time())}"
+
+        async def warm() -> None:
+            await hammer(st.api, key, 4, 40, lambda n: ("POST", START, {**body, "session_id": f"{run}-warm-{n}"}))
+
+        asyncio.run(warm())
+        print(f"{'endpoint':<24} {'conc':>4} {'req/s':>8} {'median ms':>10} {'p99 ms':>8}  ok")
+        for concurrency in args.concurrency:
+            kinds = {
+                "start-voice-session": lambda n, c=concurrency: ("POST", START, {**body, "session_id": f"{run}-{c}-{n}"}),
+                "agent-status (DRF)": lambda n: ("GET", STATUS.format(f"{run}-warm-{n % 40}"), None),
+                "/healthz (floor)": lambda n: ("GET", "/healthz", None),
+            }
+            for name, make in kinds.items():
+                result = asyncio.run(hammer(st.api, key, concurrency, args.requests, make))
+                print(f"{name:<24} {concurrency:>4} {result['rps']:>8.1f} {result['median']:>10.1f} "
+                      f"{result['p99']:>8.1f}  {result['ok']:.0%} {result['statuses']}")
+
+
+if __name__ == "__main__":
+    main()
