@@ -517,10 +517,12 @@ def log_records(lines: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def machine_note() -> str:
+def machine_note(when: str = "start") -> str:
     import psutil
 
     load1, load5, _ = os.getloadavg()
+    if when != "start":
+        return f"load average {load1:.1f}/{load5:.1f} (1/5 min) at the {when}"
     return (
         f"{os.cpu_count()} CPUs, load average {load1:.1f}/{load5:.1f} (1/5 min) at start, "
         f"{psutil.virtual_memory().available / 2**30:.1f} GiB available; the machine is shared "

@@ -374,6 +374,7 @@ def main() -> None:
     for mode, samples in results.items():
         print_mode(mode, samples, base_stats, stalls)
     print("\n   target: median <= 500 ms, p95 <= 1000 ms (prewarmed worker, 127.0.0.1)")
+    print("   machine:", S.machine_note("end"))
     print(f"   logs: {S.WORK}/dispatch-*.log")
 
 
