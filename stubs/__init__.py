@@ -39,6 +39,17 @@ ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
 MODES: tuple[str, ...] = get_args(Mode)
 
 
+_SETTINGS = (
+    "reply_template",
+    "greeting_reply",
+    "fixed_transcript",
+    "fallback_transcript",
+    "api_key",
+    "min_endpointing_ms",
+    "energy_threshold",
+)
+
+
 @dataclass
 class Behaviour:
     latency: float = 0.0
@@ -99,6 +110,7 @@ class StubState:
         (the plugin asks for 25 ms, which an energy endpointer would split words on)"""
         self.energy_threshold = energy_threshold
         """Deepgram: RMS (int16 units) above which a 10 ms window counts as speech"""
+        self._initial_settings = {name: getattr(self, name) for name in _SETTINGS}
         self._lock = threading.Condition()
         self._behaviours: dict[str, Behaviour] = {e: Behaviour() for e in ENDPOINTS}
         self._requests: dict[str, list[RecordedRequest]] = {e: [] for e in ENDPOINTS}
@@ -135,8 +147,11 @@ class StubState:
             return copy.copy(self._behaviours[endpoint])
 
     def reset(self) -> None:
-        """Every endpoint back to ok with no latency, and forget recorded requests."""
+        """Back to how this state was constructed: the constructor's settings, every
+        endpoint ok with no latency, no recorded requests."""
         with self._lock:
+            for name, value in self._initial_settings.items():
+                setattr(self, name, value)
             self._behaviours = {e: Behaviour() for e in ENDPOINTS}
             self._requests = {e: [] for e in ENDPOINTS}
 
@@ -199,18 +214,9 @@ class StubState:
                 status=payload.get("status"),
             )
         settings = payload.get("settings") or {}
-        allowed = {
-            "reply_template",
-            "greeting_reply",
-            "fixed_transcript",
-            "fallback_transcript",
-            "api_key",
-            "min_endpointing_ms",
-            "energy_threshold",
-        }
-        unknown = set(settings) - allowed
+        unknown = set(settings) - set(_SETTINGS)
         if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise ValueError(f"unknown settings {sorted(unknown)}; allowed: {sorted(_SETTINGS)}")
         for name, value in settings.items():
             setattr(self, name, value)
 
@@ -234,13 +240,27 @@ class StubState:
             }
 
 
+class HangReleaser:
+    """What hanging handlers wait on. ``release`` frees those hanging now and re-arms, so
+    a request made after it hangs again (in hang mode). Use on the server's loop only."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def release(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
 STATE_KEY = web.AppKey("stub_state", StubState)
-RELEASE_KEY = web.AppKey("stub_release", asyncio.Event)
-"""set when the server stops, so hanging handlers return and shutdown is prompt"""
+RELEASE_KEY = web.AppKey("stub_release", HangReleaser)
 
 
 async def hang(app: web.Application) -> None:
-    """Wait "forever": until the server stops."""
+    """Wait "forever": until ``StubServer.release_hangs`` or the server stops."""
     await app[RELEASE_KEY].wait()
 
 
@@ -271,6 +291,7 @@ __all__ = [
     "STATE_KEY",
     "MODES",
     "Behaviour",
+    "HangReleaser",
     "Endpoint",
     "Mode",
     "RecordedRequest",

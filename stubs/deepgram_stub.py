@@ -281,6 +281,10 @@ class _ListenSession:
 
     async def _send_loop(self) -> None:
         while (item := await self._outbox.get()) is not None:
+            if isinstance(item, EndpointerEvent) and item.type == "interim":
+                self._pending_interims -= 1
+            if self._mode() != "ok":
+                continue  # stalled (or failing): hear the audio, answer nothing
             if isinstance(item, dict):
                 await self._send(item)
                 continue
@@ -291,8 +295,6 @@ class _ListenSession:
                 await self._send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": item.time})
             else:
                 assert item.segment is not None
-                if item.type == "interim":
-                    self._pending_interims -= 1
                 await self._send(await self._results(item.segment))
 
     async def _send(self, message: dict[str, Any]) -> None:

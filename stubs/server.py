@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import RELEASE_KEY, STATE_KEY, StubState
+from . import RELEASE_KEY, STATE_KEY, HangReleaser, StubState
 from . import deepgram_stub, openai_stub
 
 HOST = "127.0.0.1"
@@ -63,7 +63,7 @@ def build_app(state: StubState) -> web.Application:
     # 50 MB: a long utterance uploaded as WAV is well past aiohttp's 1 MB default
     app = web.Application(client_max_size=50 * 1024 * 1024)
     app[STATE_KEY] = state
-    app[RELEASE_KEY] = asyncio.Event()
+    app[RELEASE_KEY] = HangReleaser()
     openai_stub.add_routes(app)
     deepgram_stub.add_routes(app)
     app.on_response_prepare.append(_add_request_id)
@@ -138,7 +138,7 @@ class StubServer:
         if self._runner is None:
             return
         assert self._app is not None
-        self._app[RELEASE_KEY].set()
+        self._app[RELEASE_KEY].release()
         await self._runner.cleanup()
         self._runner = None
         self._app = None
@@ -148,11 +148,11 @@ class StubServer:
         """Let every request hanging in ``hang``/``stall`` mode return now."""
         if self._app is None:
             return
-        event = self._app[RELEASE_KEY]
+        releaser = self._app[RELEASE_KEY]
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(event.set)
+            self._loop.call_soon_threadsafe(releaser.release)
         else:
-            event.set()
+            releaser.release()
 
     async def __aenter__(self) -> StubServer:
         await self.astart()

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from livekit.agents import APIError, Agent, AgentSession, llm, stt, utils
+from livekit.agents.voice.run_result import RunResult
 from livekit.plugins import deepgram, groq, openai
 
 from stubs.server import StubServer
@@ -224,9 +225,12 @@ def test_echo_llm_greets_when_nobody_spoke_yet() -> None:
 
 def test_echo_llm_answers_a_text_turn_in_a_real_agent_session() -> None:
     async def body() -> str:
-        async with AgentSession(llm=EchoLLM(), vad=None, turn_handling={"turn_detection": "manual"}) as session:
+        session: AgentSession[None]
+        async with AgentSession(
+            llm=EchoLLM(), vad=None, turn_handling={"turn_detection": "manual"}
+        ) as session:
             await session.start(Agent(instructions="diagnostic"))
-            result = await session.run(user_input="are you there")
+            result: RunResult[None] = await session.run(user_input="are you there")
             message = result.expect.next_event().is_message(role="assistant").event().item
             return message.text_content or ""
 
