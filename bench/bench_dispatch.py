@@ -39,6 +39,10 @@ job start (-> the agent's signal connection on the server), agent connect
 -> visitor sees it; plus the job process's event-loop stalls (livekit-agents'
 own "event loop blocked" reports) in that window, by cause.
 
+Also printed: the CPU cost of building the providers as the job does (stub
+configuration: three openai plugins, each making its own HTTP client and SSL
+context) against plugins sharing one openai.AsyncClient.
+
 Prints figures; asserts nothing. Bounded: --sessions per mode, every wait has
 a timeout.
 """
@@ -175,6 +179,45 @@ async def baseline_joins(st: S.Stack, n: int, *, publish: bool) -> list[float]:
             await probe.disconnect()
             await visitor.leave()
     return out
+
+
+def provider_construction(n: int = 10) -> list[str]:
+    """CPU and wall time of what the job does before it connects: build_providers for the
+    stub configuration (openai LLM, STT, TTS), against the same three plugins sharing one
+    openai.AsyncClient, made per job or once per process (e.g. in prewarm). In this process;
+    process_time is the CPU the job's event loop would spend."""
+    from types import SimpleNamespace
+
+    import openai
+    from livekit.plugins import openai as lk_openai
+
+    from voiceagents.providers.factory import build_providers
+
+    url = "http://127.0.0.1:9/v1"  # never contacted: construction only
+    settings = SimpleNamespace(
+        OPENAI_API_KEY="stub", OPENAI_BASE_URL=url, GROQ_API_KEY="", GROQ_BASE_URL="", DEEPGRAM_API_KEY="", DEEPGRAM_BASE_URL=""
+    )
+    config = {**S.STUB_PROVIDERS, "vad_enabled": True}
+    build_providers(config, settings=settings)  # imports and the VAD model, which prewarm pays
+
+    def plugins(client: Any) -> None:
+        lk_openai.LLM(client=client)
+        lk_openai.STT(client=client, use_realtime=False)
+        lk_openai.TTS(client=client, response_format="pcm")
+
+    def cost(fn: Any) -> tuple[float, float]:
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - c0) / n, (time.perf_counter() - w0) / n
+
+    shared = openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)
+    rows = [
+        ("build_providers (each plugin makes its HTTP client)", cost(lambda: build_providers(config, settings=settings))),
+        ("one openai.AsyncClient per job, shared by the three", cost(lambda: plugins(openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)))),
+        ("the three on a client made once per process", cost(lambda: plugins(shared))),
+    ]
+    return [f"     {label:<66} {cpu * 1000:5.0f} ms CPU {wall * 1000:6.0f} ms wall" for label, (cpu, wall) in rows]
 
 
 def _livekit_records(lines: list[str]) -> list[dict[str, Any]]:
@@ -367,12 +410,15 @@ def main() -> None:
             results[mode] = asyncio.run(run_mode(st, agent, mode, args.sessions, run_tag, args.timeout))
         stalls = breakdown(st, [s for samples in results.values() for s in samples])
 
+    construction = provider_construction()
     base_stats = S.summary(base)
     print("\n== dispatch latency: POST start-voice-session -> agent participant seen by the visitor")
     print(f"   baseline, a bare participant joining and publishing audio (visitor sees it): {S.fmt_ms(base_stats)}")
     print(f"   the same without publishing (livekit batches such joins every 3 s): {S.fmt_ms(S.summary(base_silent))}")
     for mode, samples in results.items():
         print_mode(mode, samples, base_stats, stalls)
+    print("\n== provider construction, as the job does it before connecting (mean of 10, this process):")
+    print("\n".join(construction))
     print("\n   target: median <= 500 ms, p95 <= 1000 ms (prewarmed worker, 127.0.0.1)")
     print("   machine:", S.machine_note("end"))
     print(f"   logs: {S.WORK}/dispatch-*.log")
