@@ -90,6 +90,19 @@ def expect_error(page: Any, kind: str, message: str | re.Pattern[str]) -> None:
     expect(page.locator(".ac-end")).to_be_hidden()
 
 
+def test_a_script_tag_missing_its_agent_says_so_instead_of_a_broken_button(
+    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
+) -> None:
+    attrs = widget_attrs(company, agent)
+    del attrs["agent-id"]
+    page = browser_run.page()
+    open_host_page(page, host_site, live_server_url=live_server.url, attrs=attrs)
+    expect(page.get_by_role("button", name="Talk to us")).to_be_disabled()
+    expect(page.get_by_role("alert")).to_have_text("Voice widget is not configured: missing data-agent-id.")
+    assert page.evaluate("typeof window.AgentConnectVoice.mount") == "function"
+    assert sessions_of(company) == []
+
+
 # --- the server refuses ------------------------------------------------------------------
 
 
