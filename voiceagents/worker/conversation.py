@@ -155,10 +155,10 @@ class Conversation:
         }
 
     async def prepare(self) -> bool:
-        """Find the session; False when there is none (a stale or foreign dispatch)."""
+        """Find the session; False when there is none, or it has ended (a stale or foreign job)."""
         self.session_pk = await db(session_pk_for_room, room_name=self.room_name)
         if self.session_pk is None:
-            logger.warning("no session for room %s; leaving", self.room_name)
+            logger.warning("no live session for room %s; not joining", self.room_name)
             return False
         self.ctx.add_shutdown_callback(self._on_shutdown)
         return True

@@ -32,6 +32,18 @@ async def db(func: Callable[..., T], /, **kwargs: Any) -> T:
 
 
 def session_pk_for_room(room_name: str) -> int | None:
-    from sessions.models import ConversationSession
+    """The session this room belongs to, if it still wants an agent.
 
-    return ConversationSession.objects.filter(agent_room_name=room_name).values_list("pk", flat=True).first()
+    A job can reach a worker after the session was stopped (the visitor hung
+    up while the job was queued); joining would bring the deleted room back.
+    """
+    from sessions.models import AgentStatus, ConversationSession
+
+    return (
+        ConversationSession.objects.filter(
+            agent_room_name=room_name,
+            agent_status__in=[AgentStatus.PENDING, AgentStatus.DISPATCHING, AgentStatus.STARTING, AgentStatus.ACTIVE],
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
