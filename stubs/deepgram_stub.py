@@ -301,7 +301,10 @@ class _ListenSession:
         # hang/stall: the socket stays open and silent; error closes it on the next frame in
         if self._mode() != "ok" or self._ws.closed:
             return
-        await self._ws.send_str(json.dumps(message))
+        try:
+            await self._ws.send_str(json.dumps(message))
+        except ConnectionError:
+            pass  # the client hung up while we were transcribing: nobody to tell
 
     async def _results(self, segment: Segment) -> dict[str, Any]:
         text, words = await _transcribe(self._state, segment.samples, self._opts["sample_rate"])
@@ -384,7 +387,11 @@ def _alternative(
                 "punctuated_word": punctuated,
             }
         )
-    return {"transcript": transcript, "confidence": 0.9 if text else 0.0, "words": out_words}
+    if words:
+        confidence = sum(w.confidence for w in words) / len(words)
+    else:
+        confidence = 1.0 if text else 0.0  # a configured transcript is certain
+    return {"transcript": transcript, "confidence": round(confidence, 3), "words": out_words}
 
 
 def _parse_options(query: Any) -> dict[str, Any]:

@@ -118,13 +118,13 @@ def transcribe_words(
         # full_utt lets pocketsphinx normalise over the whole utterance (batch CMN)
         decoder.process_raw(samples.tobytes(), full_utt=True)
         decoder.end_utt()
-        logmath = decoder.get_logmath()
+        # the python binding already turns segment posteriors into linear probabilities
         words = [
             RecognizedWord(
                 word=_ALT_PRONUNCIATION.sub("", seg.word),
                 start=seg.start_frame / _FRAMES_PER_SECOND,
                 end=(seg.end_frame + 1) / _FRAMES_PER_SECOND,
-                confidence=float(min(1.0, max(0.0, logmath.exp(seg.prob)))),
+                confidence=float(min(1.0, max(0.0, seg.prob))),
             )
             for seg in decoder.seg()
             if seg.word not in _NON_WORDS

@@ -109,6 +109,7 @@ def test_pocketsphinx_recognises_espeak_sentence_from_room_frames(sentence: str)
     assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
     assert event.alternatives[0].text == sentence
     assert event.alternatives[0].end_time > event.alternatives[0].start_time
+    assert 0.0 < event.alternatives[0].confidence <= 1.0
 
 
 def test_pocketsphinx_hears_nothing_in_silence() -> None:
