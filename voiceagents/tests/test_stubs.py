@@ -38,8 +38,9 @@ from voiceagents.providers.offline_tts import speech_frames, synthesize_samples
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 # fail fast: a stub told to fail must not be retried into a slow test
-NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)
-SHORT = APIConnectOptions(max_retry=0, timeout=1.0)
+NO_RETRY = APIConnectOptions(max_retry=0, timeout=10.0)
+# longer than any healthy answer on a loaded 2-core machine, shorter than a hang
+SHORT = APIConnectOptions(max_retry=0, timeout=3.0)
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -204,11 +205,11 @@ def test_latency_longer_than_the_client_timeout_times_out_shorter_passes(stub: S
         finally:
             await model.aclose()
 
-    stub.state.behave("chat", latency=0.2)
+    stub.state.behave("chat", latency=0.5)
     assert run(ask()) == "Stub reply to: slow"
-    stub.state.behave("chat", latency=3.0)
+    stub.state.behave("chat", latency=SHORT.timeout + 3.0)
     with pytest.raises(APITimeoutError):
-        run(ask(), timeout=20)
+        run(ask(), timeout=30)
 
 
 # -- OpenAI / Groq STT -----------------------------------------------------------------
@@ -334,7 +335,8 @@ def test_tts_error_and_stall_modes(stub: StubServer) -> None:
     # a stalled TTS leaves a turn silent rather than failing it quickly
     stub.state.behave("speech", mode="stall")
     with pytest.raises(TimeoutError):
-        run(speak(), timeout=3)
+        run(speak(), timeout=5)
+    assert stub.state.count("speech") == 2  # one each: neither failure was retried
 
 
 # -- Deepgram ----------------------------------------------------------------------------
@@ -526,7 +528,7 @@ def test_deepgram_stall_mode_keeps_the_socket_but_sends_nothing(stub: StubServer
                 stream.push_frame(frame)
             events: list[stt.SpeechEvent] = []
             with pytest.raises(TimeoutError):
-                events = await _deepgram_events(stream, stt.SpeechEventType.FINAL_TRANSCRIPT, timeout=3)
+                events = await _deepgram_events(stream, stt.SpeechEventType.FINAL_TRANSCRIPT, timeout=5)
             await stream.aclose()
             return events
 
