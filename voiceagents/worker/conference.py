@@ -42,8 +42,9 @@ MIXED = "mixed"
 # speech models (silero VAD, pocketsphinx, Whisper) work at 16 kHz: the rtc.AudioStream
 # resamples natively once, instead of every VAD and STT stream resampling in Python
 SAMPLE_RATE = 16000
-# frames an rtc.AudioStream may queue if the event loop falls behind (then oldest dropped)
-STREAM_CAPACITY = 50
+# frames (10 ms) an rtc.AudioStream may queue while the event loop is busy; beyond that
+# the oldest are dropped, so a stuck loop cannot grow memory without bound
+STREAM_CAPACITY = 500
 
 GROUP_INSTRUCTIONS = (
     "You are talking with a group of people at once, by voice. Each user message starts "
@@ -79,14 +80,19 @@ class ConferenceAgent(Agent):
         await self._conference.mixed_turn(new_message)
 
 
-def listener_stt(providers: Any) -> stt.STT:
-    """An STT that streams, for one person: a non-streaming STT is cut into utterances by a VAD."""
+def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
+    """What hears one person, as a session would: (streaming STT, VAD for turns or None).
+
+    A non-streaming STT is cut into utterances by a VAD (StreamAdapter), whose
+    speech start and end events are also the turns; a streaming STT gets the
+    session's VAD beside it when VAD turn detection is on.
+    """
     engine: stt.STT = providers.stt
     if engine.capabilities.streaming:
-        return engine
+        return engine, providers.vad
     from voiceagents.providers.factory import load_vad
 
-    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad())
+    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad()), None
 
 
 class Conference:
@@ -103,7 +109,10 @@ class Conference:
         prompt = str(self.config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
         self.agent = ConferenceAgent(instructions=f"{prompt}\n\n{GROUP_INSTRUCTIONS}", conference=self)
         self.listeners: dict[str, ParticipantListener] = {}
-        self._listener_stt = listener_stt(providers) if not mixed else None
+        self._listener_stt: stt.STT | None = None
+        self._listener_vad: Any = None
+        if not mixed:
+            self._listener_stt, self._listener_vad = listener_stt(providers)
         self._closing_listeners: set[asyncio.Task[None]] = set()
         self._ending: asyncio.Task[None] | None = None
         self.floor: Floor | None = None
@@ -159,7 +168,9 @@ class Conference:
         listener = self.listeners.get(member.identity)
         if listener is None:
             speaker = Speaker(identity=member.identity, name=member.display_name)
-            listener = ParticipantListener(speaker, self._listener_stt, self.floor, sample_rate=SAMPLE_RATE)
+            listener = ParticipantListener(
+                speaker, self._listener_stt, self.floor, sample_rate=SAMPLE_RATE, vad=self._listener_vad
+            )
             self.listeners[member.identity] = listener
         self.mixer.add_source(member.identity, stream, tap=listener.push)
 

@@ -194,42 +194,71 @@ class Floor:
 
 
 class ParticipantListener:
-    """One person's own STT stream; its events go to the Floor with their name on them."""
+    """One person's own STT stream (and VAD); events go to the Floor with their name on them.
 
-    def __init__(self, speaker: Speaker, stt_engine: stt.STT, floor: Floor, *, sample_rate: int) -> None:
+    With a `vad`, speech starts and ends come from it and only final transcripts
+    from the STT: what a session does with a streaming STT when VAD turn
+    detection is on. Without one, the STT's own events are used (a
+    StreamAdapter's come from its VAD; a streaming STT's from its endpointing).
+    """
+
+    def __init__(
+        self, speaker: Speaker, stt_engine: stt.STT, floor: Floor, *, sample_rate: int, vad: Any = None
+    ) -> None:
         self.speaker = speaker
         self.sample_rate = sample_rate
         self.floor = floor
         self._stream = stt_engine.stream()
+        self._vad_stream = vad.stream() if vad is not None else None
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._closed = False
-        self._task = asyncio.create_task(self._events(), name=f"conference-stt-{speaker.identity}")
-        self._pending: set[asyncio.Task[None]] = set()
+        self._tasks = [asyncio.create_task(self._stt_events(), name=f"conference-stt-{speaker.identity}")]
+        if self._vad_stream is not None:
+            self._tasks.append(asyncio.create_task(self._vad_events(), name=f"conference-vad-{speaker.identity}"))
 
     def push(self, frame: rtc.AudioFrame) -> None:
-        if not self._closed:
-            self._stream.push_frame(frame)
+        if self._closed:
+            return
+        self._stream.push_frame(frame)
+        if self._vad_stream is not None:
+            self._vad_stream.push_frame(frame)
 
-    async def _events(self) -> None:
+    async def _stt_events(self) -> None:
         async for event in self._stream:
             try:
                 await self._handle(event)
             except Exception:
                 logger.exception("could not handle %s from %s", event.type, self.speaker.identity)
 
+    async def _vad_events(self) -> None:
+        from livekit.agents import vad
+
+        assert self._vad_stream is not None
+        async for event in self._vad_stream:
+            if event.type == vad.VADEventType.START_OF_SPEECH:
+                self._speech_started(time.time() - event.speech_duration)
+            elif event.type == vad.VADEventType.END_OF_SPEECH:
+                self._speech_ended(time.time() - event.silence_duration - event.inference_duration)
+
+    def _speech_started(self, at: float) -> None:
+        self._started_at = at
+        self._ended_at = None
+        self.floor.speech_started(self.speaker)
+
+    def _speech_ended(self, at: float) -> None:
+        self._ended_at = at
+        self.floor.speech_ended(self.speaker, at)
+
     async def _handle(self, event: stt.SpeechEvent) -> None:
         kind = event.type
-        if kind == stt.SpeechEventType.START_OF_SPEECH:
-            self._started_at = event.speech_start_time or time.time()
-            self._ended_at = None
-            self.floor.speech_started(self.speaker)
-        elif kind == stt.SpeechEventType.END_OF_SPEECH:
-            self._ended_at = event.speech_end_time or time.time()
-            self.floor.speech_ended(self.speaker, self._ended_at)
+        if kind == stt.SpeechEventType.START_OF_SPEECH and self._vad_stream is None:
+            self._speech_started(event.speech_start_time or time.time())
+        elif kind == stt.SpeechEventType.END_OF_SPEECH and self._vad_stream is None:
+            self._speech_ended(event.speech_end_time or time.time())
         elif kind == stt.SpeechEventType.FINAL_TRANSCRIPT and event.alternatives:
             text = event.alternatives[0].text
-            ended = event.speech_end_time or self._ended_at or time.time()
+            ended = self._ended_at or event.speech_end_time or time.time()
             await self.floor.utterance(self.speaker, text, started_at=self._started_at, ended_at=ended)
             self._started_at = None
 
@@ -240,13 +269,19 @@ class ParticipantListener:
         if flush:
             silence = rtc.AudioFrame.create(self.sample_rate, 1, self.sample_rate // 100)
             for _ in range(int(FLUSH_SILENCE_SECONDS * 100)):
-                self._stream.push_frame(silence)
+                self.push(silence)
         self._closed = True
         self._stream.end_input()
+        if self._vad_stream is not None:
+            self._vad_stream.end_input()
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), LISTENER_CLOSE_TIMEOUT)
+            await asyncio.wait_for(asyncio.gather(*self._tasks), LISTENER_CLOSE_TIMEOUT)
         except (asyncio.TimeoutError, Exception):
-            self._task.cancel()
+            for task in self._tasks:
+                task.cancel()
         with contextlib.suppress(Exception):
             await self._stream.aclose()
+        if self._vad_stream is not None:
+            with contextlib.suppress(Exception):
+                await self._vad_stream.aclose()
         self.floor.speaker_gone(self.speaker)
