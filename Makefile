@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # e.g. make test PYTEST_ARGS='-k webhook -x'
 PYTEST_ARGS ?=
-MYPY_ARGS ?= agentconnect sessions voiceagents tests
+MYPY_ARGS ?= agentconnect sessions voiceagents demo tests stubs bench
 
 .PHONY: help deps test run services-up services-down services-status lint bench
 
@@ -31,7 +31,7 @@ services-status: ## show the test services
 	@scripts/test-services.sh status
 
 lint: deps ## type-check with mypy
-	@.venv/bin/mypy $(MYPY_ARGS)
+	@DJANGO_DEBUG=true .venv/bin/mypy $(MYPY_ARGS)
 
 bench: deps ## run the benchmarks in bench/ (they print figures, assert nothing)
 	@shopt -s nullglob; benches=(bench/bench_*.py); \

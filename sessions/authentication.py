@@ -40,6 +40,14 @@ class WidgetKeyAuthentication(authentication.BaseAuthentication):
         return "X-Widget-Key"
 
 
+def widget_company(request: Request) -> Company:
+    """The company a widget-authenticated request speaks for (HasWidgetKey guarantees one)."""
+    company = request.auth
+    if not isinstance(company, Company):
+        raise exceptions.NotAuthenticated("A valid X-Widget-Key header is required.")
+    return company
+
+
 class HasWidgetKey(permissions.BasePermission):
     message = "A valid X-Widget-Key header is required."
 

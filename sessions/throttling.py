@@ -159,7 +159,7 @@ class RateLimitedViewMixin:
 
     ip_rate_scopes: dict[str, str] = {}
     key_rate_scopes: dict[str, str] = {}
-    action: str | None
+    action: str  # set by DRF's ViewSetMixin; None outside a routed request
 
     def perform_authentication(self, request: Request) -> None:
         scope = self.ip_rate_scopes.get(self.action or "")

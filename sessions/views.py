@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from agentconnect.errors import NotFound
 from voiceagents.models import Company
 
-from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication
+from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication, widget_company
 from .selectors import session_get_for_company, session_for_staff, sessions_live
 from .serializers import (
     ActiveAgentOutput,
@@ -38,7 +38,7 @@ from .transcripts import latency_summary
 
 
 def _company_matches(request: Request, company_id: int | None) -> Company:
-    company: Company = request.auth
+    company = widget_company(request)
     # Another company's id with this key answers like an unknown id: no leak.
     if company_id is not None and company_id != company.pk:
         raise NotFound("No such company for this widget key.")
@@ -114,7 +114,7 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
         responses={200: AgentStatusOutput, **errors(401, 403, 404)},
     )
     def agent_status(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_company(company=request.auth, session_id=session_id)
+        session = session_get_for_company(company=widget_company(request), session_id=session_id)
         if session is None:
             raise NotFound("No session with that session_id.")
         return Response(AgentStatusOutput(session).data)

@@ -71,13 +71,13 @@ class Process:
             if remaining <= 0:
                 raise AssertionError(f"{self.name}: no {needle!r} within {timeout}s; output:\n" + self.tail())
             try:
-                line = self._queue.get(timeout=remaining)
+                item = self._queue.get(timeout=remaining)
             except queue.Empty:
                 continue
-            if line is None:
+            if item is None:
                 raise AssertionError(f"{self.name} exited ({self.proc.poll()}) before {needle!r}:\n" + self.tail())
-            if needle in line:
-                return line
+            if needle in item:
+                return item
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.lines[-n:])

@@ -49,14 +49,15 @@ def usage_totals(session: AgentSession) -> dict[str, float]:
         "tts_characters": 0.0,
         "tts_audio_seconds": 0.0,
     }
+    from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
+
     for usage in session.usage.model_usage:
-        kind = getattr(usage, "type", "")
-        if kind == "llm_usage":
+        if isinstance(usage, LLMModelUsage):
             totals["llm_prompt_tokens"] += usage.input_tokens
             totals["llm_completion_tokens"] += usage.output_tokens
-        elif kind == "stt_usage":
+        elif isinstance(usage, STTModelUsage):
             totals["stt_audio_seconds"] += usage.audio_duration
-        elif kind == "tts_usage":
+        elif isinstance(usage, TTSModelUsage):
             totals["tts_characters"] += usage.characters_count
             totals["tts_audio_seconds"] += usage.audio_duration
     return {k: round(v, 3) for k, v in totals.items()}
