@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from load_cycles import ROOT as ROOT_DIR  # noqa: E402
 from load_cycles import STATUS, START, percentile, running_stack, seed  # noqa: E402
 
 
@@ -93,6 +95,18 @@ def main() -> None:
                 result = asyncio.run(hammer(st.api, key, concurrency, args.requests, make))
                 print(f"{name:<24} {concurrency:>4} {result['rps']:>8.1f} {result['median']:>10.1f} "
                       f"{result['p99']:>8.1f}  {result['ok']:.0%} {result['statuses']}")
+        forget(st.env, run)
+
+
+def forget(env: dict[str, str], run: str) -> None:
+    """The run's sessions were never dispatched (no Celery worker here): remove them from
+    the bench database, so a later run's reconcile does not count them."""
+    code = (
+        "import sys, django; django.setup()\n"
+        "from sessions.models import ConversationSession\n"
+        "ConversationSession.objects.filter(session_id__startswith=sys.argv[1] + '-').delete()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, run], cwd=ROOT_DIR, env=env, check=True, timeout=120)
 
 
 if __name__ == "__main__":

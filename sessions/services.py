@@ -75,7 +75,8 @@ def _visitor_token(session: ConversationSession, *, identity: str, name: str) ->
     return lk.user_token(room_name=session.agent_room_name, identity=identity, name=name)
 
 
-def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> None:
+def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> bool:
+    """Queue a task for a session; False (and the session failed) when the broker is down."""
     from . import tasks
 
     task = getattr(tasks, task_name)
@@ -87,6 +88,8 @@ def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> None:
             session_pk=session_pk,
             reason=f"Could not queue the {task_name.replace('_', ' ')} task: the task broker is unreachable.",
         )
+        return False
+    return True
 
 
 # Any constant will do; it names the lock of pg_advisory_xact_lock for admission.
@@ -159,6 +162,7 @@ def session_start(
     visitor_identity = f"visitor-{secrets.token_hex(6)}"
     config.update(session_id=session_id, room_name=room_name, visitor_identity=visitor_identity)
 
+    queued: list[bool | None] = []
     try:
         with transaction.atomic():
             _admit(company)
@@ -172,7 +176,8 @@ def session_start(
                 config=config,
                 status_changed_at=timezone.now(),
             )
-            transaction.on_commit(lambda: _enqueue("dispatch_agent", session.pk))
+            # Runs right after the commit below, unless an outer transaction defers it.
+            transaction.on_commit(lambda: queued.append(_enqueue("dispatch_agent", session.pk)))
     except IntegrityError:
         # The same session_id was started concurrently: the other request won.
         existing = session_get_for_company(company=company, session_id=session_id)
@@ -180,10 +185,10 @@ def session_start(
             raise
         return _start_existing(existing, agent, participant_name)
 
-    session.refresh_from_db()
-    if session.agent_status == AgentStatus.FAILED:
+    if queued and queued[0] is False:
         # Queueing the dispatch failed (broker down); the session is already
         # failed with the reason, so nothing is left pending.
+        session.refresh_from_db()
         raise ServiceUnavailable(
             "Voice sessions cannot start right now: the task queue is unreachable. "
             "Try again in a moment, with a new session_id.",
