@@ -22,6 +22,27 @@ logger = logging.getLogger("agentconnect.worker")
 EXIT_OK = 0
 EXIT_CONNECT_FAILED = 2
 
+# What the openai plugins and their HTTP stack import lazily, on first use: the
+# openai SDK (3.x) loads each resource module on first attribute access (so
+# livekit-agents' own `import openai.resources` warm-up loads none of them), and
+# anyio loads its backend under httpcore's first request. In a job that happened
+# on the agent's event loop at session start and at the first turn ("event loop
+# blocked ... importing openai.pagination", 0.1-0.6 s on a busy host; ~45 ms of
+# CPU on a quiet one; bench/bench_dispatch.py). Imported in the forkserver, they
+# are paid once per worker. The forkserver skips a name that fails to import.
+LAZY_PROVIDER_MODULES = (
+    "openai.pagination",
+    "openai.resources.models",
+    "openai.resources.chat.completions",
+    "openai.resources.audio.speech",
+    "openai.resources.audio.transcriptions",
+    "openai.resources.audio.voices",
+    "openai.lib.streaming.chat",
+    "anyio._backends._asyncio",
+    "anyio.streams.stapled",
+    "anyio.streams.memory",
+)
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -68,7 +89,7 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         log_level="DEBUG" if devmode else "INFO",
         # Imported once in the forkserver, so each job process starts with the
         # plugins and our runtime already loaded.
-        preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__],
+        preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__, *LAZY_PROVIDER_MODULES],
         prometheus_port=spec.metrics_port or None,
         prometheus_multiproc_dir=(
             str(Path(settings.AGENT_METRICS_DIR) / spec.agent_name) if spec.metrics_port else None
