@@ -211,6 +211,10 @@ RATE_LIMIT_TRUSTED_PROXIES = env.int("RATE_LIMIT_TRUSTED_PROXIES", default=1)
 # Live (non-terminal) sessions the whole deployment accepts at once, across
 # companies: what its agent workers and LiveKit are sized for. 0: no cap.
 MAX_LIVE_SESSIONS = env.int("MAX_LIVE_SESSIONS", default=500)
+# Within this many of the cap, starts take the deployment-wide lock (strict);
+# further from it they do not (fast). Keep it at least the number of requests
+# the web tier serves at once (processes x threads, all nodes).
+MAX_LIVE_SESSIONS_SLACK = env.int("MAX_LIVE_SESSIONS_SLACK", default=100)
 
 # --- LiveKit --------------------------------------------------------------------------
 

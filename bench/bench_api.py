@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--requests 1000] [--concurrency 10 50]
 
-Starts its own stack (bench/load_cycles.py: gunicorn with 4 sync workers,
+Starts its own stack (bench/load_cycles.py: gunicorn as in production, 3 gthread workers x 4 threads,
 private redis-server as broker and cache, PostgreSQL database `bench_rel`; no
 Celery worker and no livekit-server: the dispatch tasks wait in the queue, so
 what is measured is the API's own work). For each concurrency level it sends
@@ -70,11 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="per endpoint and level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn processes (production: 3)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process (production: 4)")
     args = parser.parse_args()
     if not 1 <= args.requests <= 20000 or any(not 1 <= c <= 200 for c in args.concurrency):
         raise SystemExit("keep it bounded: 1-20000 requests, concurrency 1-200")
 
-    with running_stack(celery=False, livekit=False) as st:
+    print(f"gunicorn: {args.workers} workers x {args.threads} threads")
+    with running_stack(celery=False, livekit=False, gunicorn_workers=args.workers, gunicorn_threads=args.threads) as st:
         ids = seed(st.env)
         key = ids["widget_key"]
         body = {"agent_id": ids["agent_id"], "company_id": ids["company_id"]}

@@ -3,9 +3,10 @@
     .venv/bin/python bench/load_cycles.py [--cycles 500] [--concurrency 25]
 
 Starts its own stack on 127.0.0.1 (nothing else is touched; everything is
-stopped by pid at the end): livekit-server (7940, rtc 7941/7942; webhooks to
+stopped by pid at the end): livekit-server (27940, rtc 27941/27942; webhooks to
 the API), a private redis-server (63819: broker and cache), gunicorn serving
-the API (18795, 4 sync workers) and a Celery worker (threads, 8). PostgreSQL is
+the API (18795, deploy/gunicorn.conf.py: 3 gthread workers x 4 threads) and a
+Celery worker (threads, 8). PostgreSQL is
 the shared test server (scripts/test-services.sh), database `bench_rel`.
 
 Each cycle is what a widget does: start-voice-session, poll agent-status until
@@ -47,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORK = Path("/tmp/ac-rel-bench")
-LIVEKIT_PORT, RTC_TCP, RTC_UDP = 7940, 7941, 7942
+LIVEKIT_PORT, RTC_TCP, RTC_UDP = 27940, 27941, 27942
 API_PORT = 18795
 REDIS_PORT = 63819
 DB_NAME = "bench_rel"
@@ -159,7 +160,9 @@ def _migrate(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(*, celery: bool = True, livekit: bool = True, gunicorn_workers: int = 4) -> Iterator[Stack]:
+def running_stack(
+    *, celery: bool = True, livekit: bool = True, gunicorn_workers: int = 3, gunicorn_threads: int = 4
+) -> Iterator[Stack]:
     for port in (LIVEKIT_PORT, API_PORT, REDIS_PORT):
         if _port_open(port):
             raise SystemExit(f"127.0.0.1:{port} is in use: is another run of this benchmark going?")
@@ -182,8 +185,10 @@ def running_stack(*, celery: bool = True, livekit: bool = True, gunicorn_workers
             _wait_port(LIVEKIT_PORT, "livekit-server")
         st.spawn(
             "gunicorn",
-            [sys.executable, "-m", "gunicorn", "agentconnect.wsgi:application", "--bind", f"127.0.0.1:{API_PORT}",
-             "--workers", str(gunicorn_workers), "--worker-class", "sync", "--timeout", "60", "--backlog", "2048"],
+            # The production configuration (deploy/gunicorn.conf.py: gthread, 3 workers x 4
+            # threads), on loopback.
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{API_PORT}", "--workers", str(gunicorn_workers), "--threads", str(gunicorn_threads)],
         )
         _wait_port(API_PORT, "gunicorn")
         if celery:
