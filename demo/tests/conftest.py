@@ -78,8 +78,11 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wav
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Any]:
+    """Module-scoped: while Playwright's sync API runs, its event loop is the
+    thread's running loop, and every later test that calls asyncio.run() (the
+    provider, stub and mixer tests) would fail. It must stop with this module."""
     assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/install-deps.sh installs it"
     assert WIDGET_JS.exists() and WIDGET_JS.stat().st_size > 0, (
         "static/agentconnect/widget.js is not built: run scripts/build-widget.sh (make test does)"

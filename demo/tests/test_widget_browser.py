@@ -7,6 +7,8 @@ The widget lives in a shadow root; Playwright's CSS locators pierce it.
 
 from __future__ import annotations
 
+import os
+
 import re
 import sys
 import uuid
@@ -47,7 +49,8 @@ def demo_enabled(settings: Any) -> None:
 
 @pytest.fixture
 def company(live_server: Any, host_site: HostSite) -> Company:
-    assert live_server.url == "http://127.0.0.1:18765", "livekit-server's webhooks point at 127.0.0.1:18765"
+    port = os.environ.get("TEST_LIVESERVER_PORT", "18765")
+    assert live_server.url == f"http://127.0.0.1:{port}", f"livekit-server's webhooks point at 127.0.0.1:{port}"
     return CompanyFactory(allowed_origins=[live_server.url, host_site.origin], max_concurrent_sessions=5)
 
 
