@@ -283,6 +283,48 @@ def test_joining_leaving_and_never_hearing_itself_or_other_agents(conference_wor
         assert reply is not None and reply.text.lower().startswith(f"you said: {name.lower()}:")
 
 
+def test_overlapping_speech_keeps_each_voice_apart(conference_worker: Process) -> None:
+    agent = conference_agent()
+    with celery_worker():
+        maya_body = start_session(agent, "conf-overlap", "Maya")
+        tom_body = join_token(agent, "conf-overlap", "Tom")
+
+        async def scenario() -> None:
+            maya = await enter("Maya", maya_body)
+            tom = await enter("Tom", tom_body)
+            await maya.wait_for_agent_speech(after=0, timeout=90)
+            await asyncio.gather(maya.wait_until_agent_quiet(), tom.wait_until_agent_quiet())
+            # both at once
+            ended = max(await asyncio.gather(maya.say(MAYA), tom.say(TOM)))
+            maya_turn, tom_turn = await asyncio.gather(
+                stored_turn_of("conf-overlap", "Maya"), stored_turn_of("conf-overlap", "Tom")
+            )
+            await all_hear_the_agent([maya, tom], ended)
+            # and the conversation goes on, attributed as before
+            ended = await tom.say(LENA)
+            await stored_turn_of("conf-overlap", "Tom", after=max(maya_turn.sequence, tom_turn.sequence))
+            await all_hear_the_agent([maya, tom], ended)
+            for person in (maya, tom):
+                await person.leave()
+
+        run_async(scenario(), timeout=480)
+        wait_for(lambda: status("conf-overlap") == AgentStatus.STOPPED, timeout=30, what="stopped after everyone left")
+
+    turns = list(TranscriptTurn.objects.filter(session__session_id="conf-overlap").order_by("sequence"))
+    described = [(t.role, t.speaker_name, t.text) for t in turns]
+    users = [t for t in turns if t.role == "user"]
+    identities = {"Maya": maya_body["participant_identity"], "Tom": tom_body["participant_identity"]}
+    assert all(t.speaker_identity == identities[t.speaker_name] for t in users), described
+    # each voice its own turn(s); the overlap reached the transcript as Maya's and Tom's, then Tom alone
+    assert {t.speaker_name for t in users[:2]} == {"Maya", "Tom"}, described
+    assert users[-1].speaker_name == "Tom", described
+    # the group got an answer once both had finished (one, unless one voice ended well before
+    # the other); nothing was lost or crashed: the last turn got its answer too
+    overlap_answers = [t for t in turns if t.role == "assistant" and users[1].sequence < t.sequence < users[-1].sequence]
+    assert 1 <= len(overlap_answers) <= 2, described
+    assert turns[-1].role == "assistant" and turns[-1].text.lower().startswith("you said: tom:"), described
+
+
 def test_when_addressed_answers_only_its_name(conference_worker: Process) -> None:
     agent = conference_agent(reply_policy=ReplyPolicy.WHEN_ADDRESSED)
     with celery_worker():

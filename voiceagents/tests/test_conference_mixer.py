@@ -209,3 +209,21 @@ async def _clock() -> None:
 
 def test_the_clock_runs_on_through_ended_and_failed_streams() -> None:
     run_async(_clock())
+
+
+async def _backlog() -> None:
+    m = mixer()
+    m.add_source("a")
+    source = MixerAudioInput(m)
+    for i in range(5):
+        m.push("a", frame(i + 1))
+    for _ in range(4):  # the session was busy while the clock made four blocks
+        m.mix_block()
+    caught_up = await asyncio.wait_for(source.__anext__(), 2)
+    assert caught_up.samples_per_channel == 4 * BLOCK  # handed over at once, in order
+    assert values(caught_up)[::BLOCK].tolist() == [1, 2, 3, 4]
+    await m.aclose()
+
+
+def test_a_session_that_fell_behind_gets_the_backlog_in_one_frame() -> None:
+    run_async(_backlog())

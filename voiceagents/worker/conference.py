@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -42,9 +43,12 @@ MIXED = "mixed"
 # speech models (silero VAD, pocketsphinx, Whisper) work at 16 kHz: the rtc.AudioStream
 # resamples natively once, instead of every VAD and STT stream resampling in Python
 SAMPLE_RATE = 16000
-# frames (10 ms) an rtc.AudioStream may queue while the event loop is busy; beyond that
+# 20 ms frames and blocks: half the wakeups of 10 ms per stream (RoomIO uses 50 ms for
+# one visitor), for 20 ms of jitter buffer in the mix
+FRAME_MS = 20
+# frames an rtc.AudioStream may queue while the event loop is busy; beyond that
 # the oldest are dropped, so a stuck loop cannot grow memory without bound
-STREAM_CAPACITY = 500
+STREAM_CAPACITY = 250
 
 GROUP_INSTRUCTIONS = (
     "You are talking with a group of people at once, by voice. Each user message starts "
@@ -103,7 +107,9 @@ class Conference:
         self.providers = providers
         self.strategy = strategy
         mixed = strategy == MIXED
-        self.mixer = ConferenceMixer(sample_rate=SAMPLE_RATE, mix=mixed, levels=mixed)
+        self.mixer = ConferenceMixer(
+            sample_rate=SAMPLE_RATE, frame_ms=FRAME_MS, jitter_ms=FRAME_MS, mix=mixed, levels=mixed
+        )
         self.audience = Audience(ctx.room, on_audio=self._on_audio, on_audio_gone=self._on_audio_gone, on_left=self._on_left)
         self.session = build_agent_session(self.config, providers)
         prompt = str(self.config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
@@ -159,7 +165,7 @@ class Conference:
 
     def _on_audio(self, member: Member, track: rtc.RemoteAudioTrack) -> None:
         stream = rtc.AudioStream(
-            track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10, capacity=STREAM_CAPACITY
+            track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=FRAME_MS, capacity=STREAM_CAPACITY
         )
         if self._listener_stt is None:
             self.mixer.add_source(member.identity, stream)
@@ -221,6 +227,7 @@ class Conference:
         await asyncio.gather(*(listener.aclose(flush=False) for listener in listeners), return_exceptions=True)
         for task in list(self._closing_listeners):
             task.cancel()
+        logger.info("conference mixer: %s", dataclasses.asdict(self.mixer.stats), extra=self.ctx.log_context_fields)
         await self.mixer.aclose()
         if self._listener_stt is not None and self._listener_stt is not self.providers.stt:
             with contextlib.suppress(Exception):

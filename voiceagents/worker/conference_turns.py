@@ -267,8 +267,8 @@ class ParticipantListener:
         if self._closed:
             return
         if flush:
-            silence = rtc.AudioFrame.create(self.sample_rate, 1, self.sample_rate // 100)
-            for _ in range(int(FLUSH_SILENCE_SECONDS * 100)):
+            silence = rtc.AudioFrame.create(self.sample_rate, 1, self.sample_rate // 50)
+            for _ in range(int(FLUSH_SILENCE_SECONDS * 50)):
                 self.push(silence)
         self._closed = True
         self._stream.end_input()

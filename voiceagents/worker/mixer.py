@@ -71,6 +71,7 @@ class MixerStats:
     underruns: int = 0  # a stream that was contributing had nothing when the clock came
     trimmed_blocks: int = 0  # dropped to bring a stream back under max_latency_ms
     output_dropped: int = 0  # mixed blocks dropped because the consumer fell behind
+    max_output_queue: int = 0  # most mixed blocks ever waiting for the consumer
 
 
 @dataclass
@@ -98,7 +99,7 @@ class ConferenceMixer:
         frame_ms: int = 10,
         jitter_ms: int = 20,
         max_latency_ms: int = 100,
-        output_capacity_ms: int = 1000,
+        output_capacity_ms: int = 500,
         history_seconds: float = 60.0,
         mix: bool = True,
         levels: bool = True,
@@ -354,6 +355,7 @@ class ConferenceMixer:
             if len(self._out) == self._out.maxlen:
                 self.stats.output_dropped += 1
             self._out.append(out)
+            self.stats.max_output_queue = max(self.stats.max_output_queue, len(self._out))
             self._out_ready.set()
         return out
 
@@ -369,6 +371,12 @@ class ConferenceMixer:
             self._out_ready.clear()
             await self._out_ready.wait()
         return self._out.popleft()
+
+    def take_waiting(self) -> list[rtc.AudioFrame]:
+        """Every mixed block already produced and not yet consumed."""
+        waiting = list(self._out)
+        self._out.clear()
+        return waiting
 
     # --- attribution ------------------------------------------------------------------
 
@@ -412,14 +420,23 @@ class ConferenceMixer:
 
 
 class MixerAudioInput(AudioInput):
-    """The mix as an AgentSession audio input (set on `session.input.audio` before start)."""
+    """The mix as an AgentSession audio input (set on `session.input.audio` before start).
+
+    When the session has fallen behind (a busy event loop), every block waiting
+    is handed over at once, as one frame: the session catches up in one step
+    instead of one loop turn per block, so the backlog cannot become latency.
+    """
 
     def __init__(self, mixer: ConferenceMixer) -> None:
         super().__init__(label="conference-mixer")
         self._mixer = mixer
 
     async def __anext__(self) -> rtc.AudioFrame:
-        return await self._mixer.__anext__()
+        first = await self._mixer.__anext__()
+        waiting = self._mixer.take_waiting()
+        if not waiting:
+            return first
+        return rtc.combine_audio_frames([first, *waiting])
 
 
 def _mono(frame: rtc.AudioFrame) -> rtc.AudioFrame:

@@ -1,0 +1,267 @@
+"""Added latency of the conference agent over the one-to-one agent (visitor stops speaking -> first agent audio).
+
+Run (from the repository root, shared test services up):
+
+    .venv/bin/python bench/bench_conference_latency.py [--turns 12]
+
+Starts the benchmarks' private stack (bench/_stack.py, on its own ports here:
+livekit-server 7940, Django 18835, Redis db 9, database bench_conference;
+Django, Celery, `run_voice_agent start`) with the OpenAI-protocol stub as LLM,
+STT and TTS at zero added latency (fixed transcript, short fixed reply), and
+beside it a `run_conference_agent start` worker with the same providers, one
+per STT strategy in turn. Same visitor, same sentence, same measurement as
+bench_turn_latency.py (tests.visitor.Visitor; latency = first loud 10 ms of
+agent audio at the visitor - the moment the visitor's last speech sample was
+played out).
+
+The machine is shared and its load swings within minutes, so the two agents
+are measured in alternation: a 1:1 session and a conference session stay
+open side by side and take turns (1:1 first on even pairs, the conference
+first on odd ones). Added latency = conference - 1:1 of the same pair; the
+median and p95 of those differences are reported, per variant:
+
+  conf/per_participant            the visitor alone in the conference
+  conf/per_participant +2 silent  two more people in the room whose
+                                  microphones send digital silence in real time
+  conf/mixed +2 silent            the mixed strategy, same three people
+
+Prints figures; asserts nothing. Bounded: --turns pairs per variant, a time
+budget per variant, and a timeout on every wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _stack as S  # noqa: E402
+
+# Its own ports, broker db, database and folder, so it can run beside the other benchmarks
+# (bench/_stack.py reads these module constants when it starts the stack).
+S.LIVEKIT_PORT, S.RTC_TCP_PORT, S.RTC_UDP_PORT = 7940, 7941, 7942
+S.DJANGO_PORT = 18835
+S.REDIS_DB = 9
+S.DB_NAME = "bench_conference"
+S.WORK = Path("/tmp/ac-bench-conference")
+
+UTTERANCE = "what are your opening hours today"
+REPLY = "Sure, I can help with that."
+
+
+@contextlib.contextmanager
+def conference_worker(st: S.Stack, strategy: str) -> Iterator[Any]:
+    """`run_conference_agent start` with the stack's environment (stub providers), 2 idle processes."""
+    from tests.processes import Process
+
+    env = {
+        **st.env,
+        "AGENT_NUM_IDLE_PROCESSES": "2",
+        "CONFERENCE_AGENT_HTTP_PORT": str(S.free_port()),
+        "CONFERENCE_STT_STRATEGY": strategy,
+    }
+    proc = Process([S.PYTHON, "manage.py", "run_conference_agent", "start"], env, f"conference-{strategy}")
+    try:
+        proc.wait_for_output("registered worker", timeout=120)
+        S.wait_idle_pool(proc.proc.pid, 2, timeout=120)
+        yield proc
+    finally:
+        proc.stop()
+        (S.WORK / f"conference-{strategy}-worker.log").write_text("\n".join(proc.lines) + "\n")
+
+
+def widget_token(st: S.Stack, agent: Any, session_id: str, name: str) -> dict[str, Any]:
+    return S._post(
+        f"{st.api}/api/v1/livekit-agents/widget-voice-token",
+        agent.company.widget_key,
+        {"session_id": session_id, "participant_name": name},
+    )
+
+
+async def open_microphone(visitor: Any) -> None:
+    """Publish the visitor's microphone and wait until the agent has subscribed to it."""
+    from tests.visitor import SAMPLE_RATE
+
+    subscribed = asyncio.Event()
+    visitor.room.on("local_track_subscribed", lambda *_: subscribed.set())
+    await visitor.speak(np.zeros(SAMPLE_RATE // 10, dtype=np.int16).tobytes(), SAMPLE_RATE, trailing_silence=0)
+    await asyncio.wait_for(subscribed.wait(), 30)
+
+
+async def silent_microphone(visitor: Any) -> None:
+    """A listener's open microphone: digital silence, in real time, until cancelled."""
+    from livekit import rtc
+
+    from tests.visitor import SAMPLE_RATE
+
+    assert visitor._source is not None
+    frame = rtc.AudioFrame(bytes(SAMPLE_RATE // 100 * 2), SAMPLE_RATE, 1, SAMPLE_RATE // 100)
+    while True:
+        await visitor._source.capture_frame(frame)
+
+
+class Room:
+    """One session with its speaker (and silent listeners), ready to take timed turns."""
+
+    def __init__(self, st: S.Stack, agent: Any, session_id: str, listeners: int) -> None:
+        self.st, self.agent, self.session_id, self.listeners = st, agent, session_id, listeners
+        self.speaker: Any = None
+        self.others: list[Any] = []
+        self.background: list[asyncio.Task[None]] = []
+        self.turns: list[S.Turn] = []
+        self.missed = 0
+
+    async def open(self) -> None:
+        from tests.visitor import Visitor
+
+        body = await asyncio.to_thread(S.start_session, self.st, self.agent, self.session_id)
+        self.speaker = Visitor("bench")
+        await self.speaker.join(body["livekit_url"], body["user_token"])
+        await asyncio.wait_for(self.speaker.joined_agent.wait(), 60)
+        for i in range(self.listeners):
+            token = await asyncio.to_thread(widget_token, self.st, self.agent, self.session_id, f"Listener {i + 1}")
+            other = Visitor(f"listener-{i + 1}")
+            await other.join(token["livekit_url"], token["user_token"])
+            await open_microphone(other)
+            self.background.append(asyncio.create_task(silent_microphone(other)))
+            self.others.append(other)
+        await self.speaker.wait_for_agent_speech(after=0, timeout=60)  # the greeting
+        await self.speaker.wait_until_agent_quiet(quiet_for=0.6, timeout=30)
+        await open_microphone(self.speaker)  # so no turn pays for publishing the track
+
+    async def turn(self, pcm: bytes, rate: int) -> S.Turn | None:
+        measured, missed = await S.conversation_turns(
+            self.speaker, pcm, rate, turns=1, pause=0.0, deadline=time.monotonic() + 60
+        )
+        self.missed += missed
+        self.turns.extend(measured)
+        return measured[0] if measured else None
+
+    async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        for visitor in [self.speaker, *self.others]:
+            if visitor is not None:
+                with contextlib.suppress(Exception):
+                    await visitor.leave()
+        await S.wait_status(self.session_id, ("stopped", "failed"), 30)
+
+
+async def paired(
+    st: S.Stack, one: Any, conf: Any, stamp: str, *, listeners: int, turns: int, pause: float, budget: float
+) -> tuple[Room, Room, list[float]]:
+    """1:1 and conference turns alternately, so each pair shares the machine's state."""
+    pcm, rate, _ = S.speech(UTTERANCE)
+    rooms = (Room(st, one, f"{stamp}-one", 0), Room(st, conf, f"{stamp}-conf", listeners))
+    differences: list[float] = []
+    deadline = time.monotonic() + budget
+    try:
+        for room in rooms:
+            await room.open()
+        for i in range(turns):
+            if time.monotonic() > deadline:
+                break
+            first, second = (rooms if i % 2 == 0 else rooms[::-1])  # alternate who goes first
+            a = await first.turn(pcm, rate)
+            await asyncio.sleep(pause)
+            b = await second.turn(pcm, rate)
+            await asyncio.sleep(pause)
+            if a is not None and b is not None:
+                one_turn, conf_turn = (a, b) if first is rooms[0] else (b, a)
+                differences.append(conf_turn.latency - one_turn.latency)
+                print(
+                    f"   pair {i + 1}/{turns}: 1:1 {one_turn.latency * 1000:.0f} ms, "
+                    f"conference {conf_turn.latency * 1000:.0f} ms",
+                    flush=True,
+                )
+    finally:
+        for room in rooms:
+            await room.close()
+    return rooms[0], rooms[1], differences
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=12, help="pairs of turns per variant (default 12)")
+    parser.add_argument("--pause", type=float, default=0.8, help="seconds between an answer and the next question")
+    parser.add_argument("--budget", type=float, default=400, help="time budget per variant, seconds")
+    parser.add_argument(
+        "--variants", default="pp,pp3,mixed3", help="pp (per_participant alone), pp3 (+2 silent), mixed3"
+    )
+    args = parser.parse_args()
+    turns = max(1, min(args.turns, 50))
+
+    env = S.bench_env()
+    S.ensure_services()
+    S.ensure_database(env)
+    S.setup_django(env)
+    print("machine:", S.machine_note())
+    from voiceagents.catalog import AgentMode
+
+    one_to_one = S.make_agent(greeting_message="Hello.", **S.STUB_PROVIDERS)
+    conference = S.make_agent(
+        name="Computer", mode=AgentMode.CONFERENCE, greeting_message="Hello everyone.", **S.STUB_PROVIDERS
+    )
+    known = {
+        "pp": ("per_participant", 0, "conf/per_participant"),
+        "pp3": ("per_participant", 2, "conf/per_participant +2 silent"),
+        "mixed3": ("mixed", 2, "conf/mixed +2 silent"),
+    }
+    variants = [known[key] for key in args.variants.split(",") if key in known][:6]
+    results: list[tuple[str, Room, Room, list[float]]] = []
+    stamp = int(time.time())
+    with S.stack(stub_args=["--fixed-transcript", UTTERANCE, "--reply-template", REPLY], log_prefix="conflat") as st:
+        worker: contextlib.ExitStack | None = None
+        current: str | None = None
+        try:
+            for strategy, listeners, label in variants:
+                if strategy != current:
+                    if worker is not None:
+                        worker.close()
+                    worker = contextlib.ExitStack()
+                    worker.enter_context(conference_worker(st, strategy))
+                    current = strategy
+                print(f"== {label} against 1:1, turns alternating", flush=True)
+                one, conf, diffs = asyncio.run(
+                    paired(
+                        st, one_to_one, conference, f"conflat-{stamp}-{len(results)}",
+                        listeners=listeners, turns=turns, pause=args.pause, budget=args.budget,
+                    )
+                )
+                results.append((label, one, conf, diffs))
+        finally:
+            if worker is not None:
+                worker.close()
+
+    print("\n== visitor stops speaking -> first agent audio; stub providers at zero latency, same sentence")
+    print("   each conference variant is measured in alternation with the 1:1 agent (paired turns)")
+    print(f"   {'variant':<32} {'pairs':>5} {'1:1 median':>11} {'conf median':>12} {'added: median':>14} {'p95':>7}")
+    for label, one, conf, diffs in results:
+        a = S.summary([t.latency for t in one.turns])
+        b = S.summary([t.latency for t in conf.turns])
+        d = S.summary(diffs)
+        if not d.get("n"):
+            print(f"   {label:<32}     0  (no complete pairs; missed 1:1 {one.missed}, conference {conf.missed})")
+            continue
+        print(
+            f"   {label:<32} {d['n']:>5} {a['median'] * 1000:>9.0f}ms {b['median'] * 1000:>10.0f}ms "
+            f"{d['median'] * 1000:>+12.0f}ms {d['p95'] * 1000:>+5.0f}ms"
+            + (f"  (missed: 1:1 {one.missed}, conference {conf.missed})" if one.missed or conf.missed else "")
+        )
+    print("   added = conference latency - 1:1 latency of the same pair; target: < 100 ms")
+    print("   machine:", S.machine_note("end"))
+    print(f"   logs: {S.WORK}/conflat-*.log, {S.WORK}/conference-*-worker.log")
+
+
+if __name__ == "__main__":
+    main()
