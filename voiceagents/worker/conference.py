@@ -196,6 +196,9 @@ class Conference:
     async def _end_when_flushed(self) -> None:
         if self._closing_listeners:
             await asyncio.wait(set(self._closing_listeners), timeout=15)
+        if self.audience.members:  # someone came back meanwhile
+            self._ending = None
+            return
         logger.info("everyone has left; ending the conference", extra=self.ctx.log_context_fields)
         self.session.shutdown(drain=False)
 

@@ -136,6 +136,8 @@ class Floor:
         if not text:
             return
         self.speaking.pop(speaker.identity, None)
+        # the name they have now (a participant may rename themselves mid-conference)
+        speaker = Speaker(speaker.identity, self._names_in_room().get(speaker.identity, speaker.name))
         message = user_message(speaker, text, started_at=started_at, ended_at=ended_at)
         reply = self.wants_reply(speaker, text)
         logger.info("%s: %s%s", speaker.name, text, "" if reply else " (no reply: not addressed)")
