@@ -219,9 +219,11 @@ def main() -> None:
     }
     variants = [known[key] for key in args.variants.split(",") if key in known][:6]
     results: list[tuple[str, Room, Room, list[float]]] = []
+    cpu: dict[str, tuple[float, float]] = {}
     stamp = int(time.time())
     with S.stack(stub_args=["--fixed-transcript", UTTERANCE, "--reply-template", REPLY], log_prefix="conflat") as st:
         worker: contextlib.ExitStack | None = None
+        conf_proc: Any = None
         current: str | None = None
         try:
             for strategy, listeners, label in variants:
@@ -229,14 +231,22 @@ def main() -> None:
                     if worker is not None:
                         worker.close()
                     worker = contextlib.ExitStack()
-                    worker.enter_context(conference_worker(st, strategy))
+                    conf_proc = worker.enter_context(conference_worker(st, strategy))
                     current = strategy
                 print(f"== {label} against 1:1, turns alternating", flush=True)
+                voice_pid, conf_pid = st.procs["worker"].proc.pid, conf_proc.proc.pid
+                cpu0 = (S.tree_cpu_seconds(voice_pid), S.tree_cpu_seconds(conf_pid), time.monotonic())
                 one, conf, diffs = asyncio.run(
                     paired(
                         st, one_to_one, conference, f"conflat-{stamp}-{len(results)}",
                         listeners=listeners, turns=turns, pause=args.pause, budget=args.budget,
                     )
+                )
+                wall = time.monotonic() - cpu0[2]
+                # both workers' process trees (job processes included), as a share of one core
+                cpu[label] = (
+                    (S.tree_cpu_seconds(voice_pid) - cpu0[0]) / wall * 100,
+                    (S.tree_cpu_seconds(conf_pid) - cpu0[1]) / wall * 100,
                 )
                 results.append((label, one, conf, diffs))
         finally:
@@ -259,6 +269,9 @@ def main() -> None:
             + (f"  (missed: 1:1 {one.missed}, conference {conf.missed})" if one.missed or conf.missed else "")
         )
     print("   added = conference latency - 1:1 latency of the same pair; target: < 100 ms")
+    print("\n   CPU of each worker's process tree while its variant ran (% of one core, same wall time):")
+    for label, (voice_pct, conf_pct) in cpu.items():
+        print(f"   {label:<32} 1:1 worker {voice_pct:5.1f}%   conference worker {conf_pct:5.1f}%")
     print("   machine:", S.machine_note("end"))
     print(f"   logs: {S.WORK}/conflat-*.log, {S.WORK}/conference-*-worker.log")
 

@@ -109,6 +109,13 @@ class Person(Visitor):
         await self.speak(np.zeros(SAMPLE_RATE // 10, dtype=np.int16).tobytes(), SAMPLE_RATE, trailing_silence=0)
         await asyncio.wait_for(subscribed.wait(), 20)
 
+    async def republish_microphone(self) -> None:
+        """Unpublish the microphone and publish a new one (a device switch in a browser)."""
+        for publication in list(self.room.local_participant.track_publications.values()):
+            await self.room.local_participant.unpublish_track(publication.sid)
+        self._source = None
+        await self.open_microphone()
+
     async def say(self, sentence: str, *, trailing_silence: float = 1.0) -> float:
         pcm, rate = await asyncio.to_thread(synthesize_pcm, sentence)
         return await self.speak(pcm, rate, trailing_silence=trailing_silence)
@@ -218,7 +225,7 @@ def test_three_people_each_attributed_and_all_hear_the_reply(conference_worker: 
         assert reply.text.lower().startswith(f"you said: {name.lower()}:"), reply.text
 
 
-def test_joining_leaving_and_never_hearing_itself_or_other_agents(conference_worker: Process) -> None:
+def test_joining_leaving_republishing_and_never_hearing_itself_or_other_agents(conference_worker: Process) -> None:
     agent = conference_agent()
     with celery_worker():
         maya_body = start_session(agent, "conf-churn", "Maya")
@@ -253,6 +260,8 @@ def test_joining_leaving_and_never_hearing_itself_or_other_agents(conference_wor
             tom_turn = await stored_turn_of("conf-churn", "Tom")
             await maya.wait_until_agent_quiet()
 
+            # Maya switches microphones: the agent follows her new track
+            await maya.republish_microphone()
             ended = await maya.say(MAYA)
             maya_turn = await stored_turn_of("conf-churn", "Maya", after=tom_turn.sequence)
             await maya.wait_for_agent_speech(after=ended, timeout=60)
