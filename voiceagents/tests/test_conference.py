@@ -130,7 +130,7 @@ async def enter(name: str, body: dict[str, Any]) -> Person:
 
 
 async def all_hear_the_agent(people: list[Person], after: float) -> None:
-    await asyncio.gather(*(p.wait_for_agent_speech(after=after, timeout=60) for p in people))
+    await asyncio.gather(*(p.wait_for_agent_speech(after=after, timeout=120) for p in people))
     await asyncio.gather(*(p.wait_until_agent_quiet() for p in people))
 
 
@@ -264,7 +264,7 @@ def test_joining_leaving_republishing_and_never_hearing_itself_or_other_agents(c
             await maya.republish_microphone()
             ended = await maya.say(MAYA)
             maya_turn = await stored_turn_of("conf-churn", "Maya", after=tom_turn.sequence)
-            await maya.wait_for_agent_speech(after=ended, timeout=60)
+            await maya.wait_for_agent_speech(after=ended, timeout=120)
             await maya.wait_until_agent_quiet()
 
             # Sam joins mid-conversation and is heard, and both hear the answer
