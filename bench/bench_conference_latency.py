@@ -158,8 +158,17 @@ class Room:
 
 
 async def paired(
-    st: S.Stack, one: Any, conf: Any, stamp: str, *, listeners: int, turns: int, pause: float, budget: float
-) -> tuple[Room, Room, list[float]]:
+    st: S.Stack,
+    one: Any,
+    conf: Any,
+    stamp: str,
+    *,
+    listeners: int,
+    turns: int,
+    pause: float,
+    budget: float,
+    pids: tuple[int, int],
+) -> tuple[Room, Room, list[float], tuple[float, float]]:
     """1:1 and conference turns alternately, so each pair shares the machine's state."""
     pcm, rate, _ = S.speech(UTTERANCE)
     rooms = (Room(st, one, f"{stamp}-one", 0), Room(st, conf, f"{stamp}-conf", listeners))
@@ -168,6 +177,10 @@ async def paired(
     try:
         for room in rooms:
             await room.open()
+        # CPU of both workers' process trees over the pairs, sampled while the job processes
+        # are alive (a job's CPU leaves the tree when its process exits)
+        cpu0 = [S.tree_cpu_seconds(pid) for pid in pids]
+        started = time.monotonic()
         for i in range(turns):
             if time.monotonic() > deadline:
                 break
@@ -184,10 +197,12 @@ async def paired(
                     f"conference {conf_turn.latency * 1000:.0f} ms",
                     flush=True,
                 )
+        wall = time.monotonic() - started
+        cpu = ((S.tree_cpu_seconds(pids[0]) - cpu0[0]) / wall * 100, (S.tree_cpu_seconds(pids[1]) - cpu0[1]) / wall * 100)
     finally:
         for room in rooms:
             await room.close()
-    return rooms[0], rooms[1], differences
+    return rooms[0], rooms[1], differences, cpu
 
 
 def main() -> None:
@@ -196,7 +211,9 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.8, help="seconds between an answer and the next question")
     parser.add_argument("--budget", type=float, default=400, help="time budget per variant, seconds")
     parser.add_argument(
-        "--variants", default="pp,pp3,mixed3", help="pp (per_participant alone), pp3 (+2 silent), mixed3"
+        "--variants",
+        default="pp,pp3,mixed,mixed3",
+        help="pp (per_participant alone), pp3 (+2 silent), mixed (alone), mixed3 (+2 silent)",
     )
     args = parser.parse_args()
     turns = max(1, min(args.turns, 50))
@@ -215,6 +232,7 @@ def main() -> None:
     known = {
         "pp": ("per_participant", 0, "conf/per_participant"),
         "pp3": ("per_participant", 2, "conf/per_participant +2 silent"),
+        "mixed": ("mixed", 0, "conf/mixed"),
         "mixed3": ("mixed", 2, "conf/mixed +2 silent"),
     }
     variants = [known[key] for key in args.variants.split(",") if key in known][:6]
@@ -234,19 +252,12 @@ def main() -> None:
                     conf_proc = worker.enter_context(conference_worker(st, strategy))
                     current = strategy
                 print(f"== {label} against 1:1, turns alternating", flush=True)
-                voice_pid, conf_pid = st.procs["worker"].proc.pid, conf_proc.proc.pid
-                cpu0 = (S.tree_cpu_seconds(voice_pid), S.tree_cpu_seconds(conf_pid), time.monotonic())
-                one, conf, diffs = asyncio.run(
+                one, conf, diffs, cpu[label] = asyncio.run(
                     paired(
                         st, one_to_one, conference, f"conflat-{stamp}-{len(results)}",
                         listeners=listeners, turns=turns, pause=args.pause, budget=args.budget,
+                        pids=(st.procs["worker"].proc.pid, conf_proc.proc.pid),
                     )
-                )
-                wall = time.monotonic() - cpu0[2]
-                # both workers' process trees (job processes included), as a share of one core
-                cpu[label] = (
-                    (S.tree_cpu_seconds(voice_pid) - cpu0[0]) / wall * 100,
-                    (S.tree_cpu_seconds(conf_pid) - cpu0[1]) / wall * 100,
                 )
                 results.append((label, one, conf, diffs))
         finally:
@@ -269,7 +280,7 @@ def main() -> None:
             + (f"  (missed: 1:1 {one.missed}, conference {conf.missed})" if one.missed or conf.missed else "")
         )
     print("   added = conference latency - 1:1 latency of the same pair; target: < 100 ms")
-    print("\n   CPU of each worker's process tree while its variant ran (% of one core, same wall time):")
+    print("\n   CPU of each worker's process tree (job processes included) over the pairs, % of one core:")
     for label, (voice_pct, conf_pct) in cpu.items():
         print(f"   {label:<32} 1:1 worker {voice_pct:5.1f}%   conference worker {conf_pct:5.1f}%")
     print("   machine:", S.machine_note("end"))

@@ -9,8 +9,9 @@ transcript). How it hears is CONFERENCE_STT_STRATEGY:
   for a reply when the reply policy says so.
 - mixed: every microphone goes through the `ConferenceMixer` into the
   session's single audio input; the framework's own turn detection runs on
-  the mix, and each finished turn is attributed to whoever was loudest during
-  it (the mixer's per-stream energy).
+  the mix, and each transcript segment is named after whoever was loudest
+  while it was spoken (the mixer's per-stream energy), before the framework
+  sees it, so its preemptive reply stays valid.
 
 Both follow people joining, leaving and republishing (`Audience`), never hear
 the agent itself or other agents, and end the conversation when the last
@@ -24,15 +25,16 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from django.conf import settings
 from livekit import rtc
-from livekit.agents import Agent, AutoSubscribe, JobContext, JobProcess, StopResponse, llm, room_io, stt
+from livekit.agents import Agent, AutoSubscribe, JobContext, JobProcess, ModelSettings, StopResponse, llm, room_io, stt
 
 from .conference_audience import Audience, Member
 from .conference_policy import ReplyPolicy
-from .conference_turns import Floor, ParticipantListener, attribute
+from .conference_turns import Floor, ParticipantListener, tag
 from .conversation import Conversation, Speaker, build_agent_session
 from .mixer import ConferenceMixer, MixerAudioInput
 
@@ -56,6 +58,9 @@ GROUP_INSTRUCTIONS = (
     "and when you answer someone, address them by name."
 )
 UNKNOWN_SPEAKER = Speaker(identity="", name="Someone")
+# how much earlier than a VAD's start-of-speech report the words began
+SEGMENT_LEAD_SECONDS = 0.5
+MAX_PENDING_TAGS = 20
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -65,8 +70,18 @@ def prewarm(proc: JobProcess) -> None:
 
 
 class ConferenceConversation(Conversation):
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(ctx)
+        # mixed strategy: speaker tags by message text, for the framework's own copy of a
+        # message (a preemptive reply keeps the message it started with, not ours)
+        self.tags: dict[str, dict[str, str]] = {}
+
     def speaker_for(self, item: Any) -> Speaker | None:
-        extra = getattr(item, "extra", None) or {}
+        extra = getattr(item, "extra", None)
+        if extra is None:
+            return None
+        if "speaker_identity" not in extra and (tagged := self.tags.pop(item.text_content or "", None)):
+            extra.update(tagged)
         identity = extra.get("speaker_identity")
         if identity is None:
             return None
@@ -78,9 +93,16 @@ class ConferenceAgent(Agent):
         super().__init__(instructions=instructions)
         self._conference = conference
 
+    # Both hooks only run with the mixed strategy: per_participant turns never pass
+    # the session's own ears.
+
+    async def stt_node(
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncIterator[stt.SpeechEvent]:
+        async for event in Agent.default.stt_node(self, audio, model_settings):
+            yield self._conference.name_transcript(event)
+
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
-        # only reached with the mixed strategy: per_participant turns never pass the
-        # session's own turn detection
         await self._conference.mixed_turn(new_message)
 
 
@@ -122,6 +144,10 @@ class Conference:
         self._closing_listeners: set[asyncio.Task[None]] = set()
         self._ending: asyncio.Task[None] | None = None
         self.floor: Floor | None = None
+        # mixed strategy: when the current speech segment began, and the named
+        # transcript segments of the turn in progress
+        self._segment_started: float | None = None
+        self._turn_parts: list[tuple[Speaker, str]] = []
 
     async def run(self, first: rtc.RemoteParticipant) -> None:
         recorder = self.conversation.attach(self.session, user=UNKNOWN_SPEAKER)
@@ -204,20 +230,55 @@ class Conference:
 
     # --- mixed strategy -------------------------------------------------------------
 
+    def name_transcript(self, event: stt.SpeechEvent) -> stt.SpeechEvent:
+        """Put the speaker's name on a transcript of the mix: "Maya: words".
+
+        The speaker is whoever put the most energy into the mix between the start
+        of this speech segment and its end.
+        """
+        kind = event.type
+        if kind == stt.SpeechEventType.START_OF_SPEECH:
+            # the VAD reports a start once it is sure; the words began a little earlier
+            self._segment_started = time.time() - SEGMENT_LEAD_SECONDS
+            return event
+        if kind not in (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.PREFLIGHT_TRANSCRIPT):
+            return event
+        if not event.alternatives or not event.alternatives[0].text.strip():
+            return event
+        text = event.alternatives[0].text.strip()
+        ended = event.speech_end_time or time.time()
+        started = self._segment_started or ended - 30.0
+        key = self.mixer.dominant_source(started, ended + 0.1)
+        speaker = Speaker(identity=key, name=self.audience.name_of(key)) if key else UNKNOWN_SPEAKER
+        if kind == stt.SpeechEventType.FINAL_TRANSCRIPT:
+            self._turn_parts.append((speaker, text))
+        event.alternatives[0] = dataclasses.replace(event.alternatives[0], text=f"{speaker.name}: {text}")
+        return event
+
     async def mixed_turn(self, message: llm.ChatMessage) -> None:
         assert self.floor is not None
-        metrics = message.metrics or {}
-        ended = metrics.get("stopped_speaking_at") or time.time()
-        started = metrics.get("started_speaking_at") or ended - 5.0
-        key = self.mixer.dominant_source(started - 0.1, ended + 0.1)
-        speaker = Speaker(identity=key, name=self.audience.name_of(key)) if key else UNKNOWN_SPEAKER
-        text = (message.text_content or "").strip()
-        attribute(message, speaker)
-        if not self.floor.wants_reply(speaker, text):
-            logger.info("%s: %s (no reply: not addressed)", speaker.name, text)
+        parts, self._turn_parts = self._turn_parts, []
+        if parts:
+            words: dict[str, int] = {}
+            for who, text in parts:
+                words[who.identity] = words.get(who.identity, 0) + len(text.split())
+            speaker = next(who for who, _ in parts if who.identity == max(words, key=words.__getitem__))
+            bare = " ".join(text for _, text in parts)
+            # one speaker: the bare words; several in one turn: keep their names in the text
+            stored = bare if len(words) == 1 else (message.text_content or bare)
+        else:
+            speaker, bare = UNKNOWN_SPEAKER, (message.text_content or "").strip()
+            stored = bare
+        tag(message, speaker, stored)
+        if not self.floor.wants_reply(speaker, bare):
+            logger.info("%s: %s (no reply: not addressed)", speaker.name, bare)
             await self.floor.remember(message, speaker)
             raise StopResponse()
-        logger.info("%s: %s", speaker.name, text)
+        tags = self.conversation.tags
+        tags[message.text_content or ""] = dict(message.extra)
+        while len(tags) > MAX_PENDING_TAGS:  # replies that never got scheduled
+            tags.pop(next(iter(tags)))
+        logger.info("%s: %s", speaker.name, bare)
 
     # --- closing --------------------------------------------------------------------
 

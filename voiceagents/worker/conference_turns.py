@@ -14,9 +14,10 @@ transcripts. The Floor answers once nobody is speaking and the configured
 endpointing delay has passed since the last speech ended, so two people
 talking at once each get their own transcript and the group one answer.
 
-"mixed": the AgentSession hears the mix and detects turns itself;
-`ConferenceAgent.on_user_turn_completed` (conference.py) asks the Floor to
-attribute the finished turn and to apply the policy.
+"mixed": the AgentSession hears the mix and detects turns itself; each
+transcript segment is named after whoever was loudest in the mix while it was
+spoken (`ConferenceAgent.stt_node`, conference.py), and
+`ConferenceAgent.on_user_turn_completed` applies the policy to the turn.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ def user_message(speaker: Speaker, text: str, *, started_at: float | None, ended
     )
 
 
-def attribute(message: llm.ChatMessage, speaker: Speaker) -> None:
-    """Tag a user message produced by the framework (mixed strategy) with its speaker."""
-    text = (message.text_content or "").strip()
-    message.content = [f"{speaker.name}: {text}"]
-    message.extra.update(speaker_identity=speaker.identity, speaker_name=speaker.name, transcript_text=text)
+def tag(message: llm.ChatMessage, speaker: Speaker, transcript_text: str) -> None:
+    """Who said a user message the framework made (mixed strategy), for the transcript.
+
+    Only `extra` changes: the content already carries the names (they were put on
+    the transcripts), and changing it here would throw away the framework's
+    preemptive reply, which it checks against the content.
+    """
+    message.extra.update(speaker_identity=speaker.identity, speaker_name=speaker.name, transcript_text=transcript_text)
 
 
 class Floor:
