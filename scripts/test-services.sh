@@ -364,6 +364,8 @@ lk_start() {
     mkdir -p "$RUN"
     lk_write_config "$(lk_secret)"
     say "livekit-server: starting on 127.0.0.1:$LK_PORT (rtc tcp $LK_RTC_TCP, udp $LK_RTC_UDP)"
+    # a pidfile left by an instance that died must not be read as the new one's
+    rm -f "$LK_PID"
     # setsid: its own session, so a Ctrl-C meant for pytest does not kill it;
     # the inner shell writes its own pid and then becomes livekit-server.
     setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$LK_PID" \
