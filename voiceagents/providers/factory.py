@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
+import openai as openai_sdk
 from livekit.agents import llm, stt, tts, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, groq, openai, silero
 from livekit.plugins.openai.models import TTSVoices
 
+from .clients import GROQ_DEFAULT_BASE_URL, openai_client
 from .echo_llm import EchoLLM
 from .offline_stt import PocketSphinxSTT
 from .offline_tts import DEFAULT_VOICE as ESPEAK_DEFAULT_VOICE
@@ -112,6 +114,20 @@ def load_vad() -> vad.VAD:
         return _VAD
 
 
+def prewarm_clients(settings: Any) -> None:
+    """Make the shared HTTP clients of every provider this deployment has a key for.
+
+    Called in a job process's prewarm, so a job's first plugin finds its client
+    (and its SSL context) ready. A provider without a key gets none: a session
+    that names it fails at build time with the reason.
+    """
+    for make in (_openai, _groq):
+        try:
+            make(settings, "prewarm")
+        except ProviderConfigError:
+            pass
+
+
 def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
     """Build the plugins a configuration snapshot names.
 
@@ -178,23 +194,36 @@ def _url(settings: Any, name: str) -> NotGivenOr[str]:
     return value or NOT_GIVEN
 
 
+def _openai(settings: Any, role: str) -> openai_sdk.AsyncClient:
+    # the process's shared client (providers/clients.py): no SSL context built per plugin
+    return openai_client(
+        api_key=_key(settings, "OPENAI_API_KEY", "openai", role),
+        base_url=str(getattr(settings, "OPENAI_BASE_URL", "") or "").strip(),
+    )
+
+
+def _groq(settings: Any, role: str) -> openai_sdk.AsyncClient:
+    # an unset GROQ_BASE_URL means Groq's public endpoint, not the SDK's OpenAI default
+    base_url = str(getattr(settings, "GROQ_BASE_URL", "") or "").strip()
+    return openai_client(
+        api_key=_key(settings, "GROQ_API_KEY", "groq", role),
+        base_url=base_url or GROQ_DEFAULT_BASE_URL,
+    )
+
+
 def _build_llm(provider: str, config: dict[str, Any], settings: Any) -> llm.LLM:
     model = str(config.get("llm_model") or "").strip()
     if provider == "openai":
         return openai.LLM(
             model=model or DEFAULT_LLM_MODELS["openai"],
-            api_key=_key(settings, "OPENAI_API_KEY", "openai", "LLM"),
-            base_url=_url(settings, "OPENAI_BASE_URL"),
+            client=_openai(settings, "LLM"),
         )
     if provider == "groq":
-        base_url = _url(settings, "GROQ_BASE_URL")
-        # groq.LLM's own default is its public URL; NOT_GIVEN would reach the SDK as None
-        # and the SDK would then fall back to OpenAI's URL
-        extra: dict[str, Any] = {"base_url": base_url} if isinstance(base_url, str) else {}
+        # groq's plugins check for a key even when given a client
         return groq.LLM(
             model=model or DEFAULT_LLM_MODELS["groq"],
             api_key=_key(settings, "GROQ_API_KEY", "groq", "LLM"),
-            **extra,
+            client=_groq(settings, "LLM"),
         )
     return EchoLLM(greeting=str(config.get("greeting_message") or ""))
 
@@ -208,16 +237,17 @@ def _build_stt(provider: str, settings: Any) -> stt.STT:
             extra["base_url"] = _deepgram_listen_url(base_url)
         return deepgram.STT(model=DEEPGRAM_STT_MODEL, language="en-US", api_key=api_key, **extra)
     if provider == "groq":
-        api_key = _key(settings, "GROQ_API_KEY", "groq", "STT")
-        base_url = _url(settings, "GROQ_BASE_URL")
-        extra = {"base_url": base_url} if isinstance(base_url, str) else {}
-        return groq.STT(model=GROQ_STT_MODEL, api_key=api_key, language="en", **extra)
+        return groq.STT(
+            model=GROQ_STT_MODEL,
+            language="en",
+            api_key=_key(settings, "GROQ_API_KEY", "groq", "STT"),
+            client=_groq(settings, "STT"),
+        )
     if provider == "openai":
         return openai.STT(
             model=OPENAI_STT_MODEL,
             language="en",
-            api_key=_key(settings, "OPENAI_API_KEY", "openai", "STT"),
-            base_url=_url(settings, "OPENAI_BASE_URL"),
+            client=_openai(settings, "STT"),
             # the realtime websocket transcription needs its own VAD; the HTTP endpoint
             # plus our StreamAdapter/session VAD is the one path all three share
             use_realtime=False,
@@ -237,8 +267,7 @@ def _build_tts(provider: str, config: dict[str, Any], settings: Any) -> tts.TTS:
         return openai.TTS(
             model=OPENAI_TTS_MODEL,
             voice=voice,
-            api_key=_key(settings, "OPENAI_API_KEY", "openai", "TTS"),
-            base_url=_url(settings, "OPENAI_BASE_URL"),
+            client=_openai(settings, "TTS"),
             # raw 24 kHz s16le: nothing to decode, first audio as soon as bytes arrive
             # (the plugin's default is mp3)
             response_format="pcm",

@@ -21,12 +21,14 @@ from livekit.agents.voice.run_result import RunResult
 from livekit.plugins import deepgram, groq, openai
 
 from stubs.server import StubServer
+from voiceagents.providers.clients import openai_client
 from voiceagents.providers.echo_llm import EchoLLM
 from voiceagents.providers.factory import (
     ProviderConfigError,
     Providers,
     build_providers,
     load_vad,
+    prewarm_clients,
 )
 from voiceagents.providers.offline_stt import PocketSphinxSTT, transcribe_pcm
 from voiceagents.providers.offline_tts import (
@@ -409,6 +411,36 @@ def test_factory_built_cloud_providers_reach_their_base_urls(stub: StubServer) -
     assert {r.body["response_format"] for r in stub.state.requests("speech")} == {"pcm"}
     listen = stub.state.last("listen")
     assert listen is not None and listen.path == "/v1/listen"
+
+
+def test_openai_plugins_share_the_process_client_made_in_prewarm(stub: StubServer) -> None:
+    """A job's three openai plugins use the one client its process made before the job
+    (no SSL context built while the visitor waits); closing a session's plugins leaves
+    it open for the next; a second event loop gets a client of its own."""
+    settings = stub.settings(api_key="sk-test-prewarm")  # no other test's client has this key
+    config = dict(FULL_CONFIG, llm_provider="openai", stt_provider="openai", tts_provider="openai")
+    prewarm_clients(settings)  # outside any event loop, as a job process's prewarm runs
+    prewarmed = openai_client(api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL)
+
+    async def one_session() -> tuple[Any, str]:
+        providers = build_providers(config, settings=settings)
+        clients = {id(providers.llm._client), id(providers.stt._client), id(providers.tts._client)}  # type: ignore[attr-defined]
+        assert len(clients) == 1
+        client = providers.llm._client  # type: ignore[attr-defined]
+        await providers.aclose()
+        again = build_providers(config, settings=settings)
+        assert again.llm._client is client  # type: ignore[attr-defined]
+        reply = await again.llm.chat(chat_ctx=_chat(("user", "ping"))).collect()
+        await again.aclose()
+        return client, reply.text
+
+    first, reply = run(one_session())
+    second, _ = run(one_session())
+
+    assert reply == "Stub reply to: ping"
+    assert first is prewarmed
+    assert not first.is_closed()
+    assert second is not first
 
 
 def test_session_kwargs_are_accepted_by_agent_session() -> None:

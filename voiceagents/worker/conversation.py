@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, JobContext
+from livekit.agents import Agent, AgentSession, AutoSubscribe, JobContext
+from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.llm import ChatMessage
 from livekit.agents.voice import events as ev
 
@@ -171,6 +172,20 @@ class Conversation:
         await self._finish()
         self.ctx.delete_room()
         self.ctx.shutdown(reason)
+
+    async def connect(self, *, auto_subscribe: AutoSubscribe) -> None:
+        """Join the room and make the agent visible to everyone in it at once.
+
+        livekit-server announces a participant that has published nothing only in
+        3 s batches (pkg/rtc/room.go, subscriberUpdateInterval), while a change of
+        attributes is broadcast immediately. Setting the agent's state attribute
+        the moment it joins lets the visitor see the agent (and that it is
+        initializing) ~1 round trip after the join instead of up to 3 s later or
+        only once its session publishes audio. The framework updates the same
+        attribute from then on (listening, thinking, speaking).
+        """
+        await self.ctx.connect(auto_subscribe=auto_subscribe)
+        await self.ctx.room.local_participant.set_attributes({ATTRIBUTE_AGENT_STATE: "initializing"})
 
     async def report_joined(self) -> None:
         from sessions.services import session_agent_joined

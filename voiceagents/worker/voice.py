@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from django.conf import settings
@@ -13,13 +14,14 @@ logger = logging.getLogger("agentconnect.worker")
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs once in every job process before it takes a job: Django, then the VAD model."""
+    """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients."""
     import django
 
     django.setup()
-    from voiceagents.providers.factory import load_vad
+    from voiceagents.providers.factory import load_vad, prewarm_clients
 
     load_vad()  # cached for the process; every session in it reuses the model
+    prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
 
 
 async def voice_entrypoint(ctx: JobContext) -> None:
@@ -36,12 +38,15 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         await conversation.fail(str(exc))
         return
 
-    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
-    await conversation.report_joined()
+    await conversation.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    # the database write runs beside the session start: the visitor waits for the agent's
+    # voice, not for our bookkeeping
+    joined = asyncio.create_task(conversation.report_joined(), name="report-joined")
 
     visitor_identity = str(config.get("visitor_identity") or "")
     visitor = await wait_for_identity(ctx, visitor_identity, settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS)
     if visitor is None:
+        await joined
         await conversation.fail(
             f"The visitor did not join within {settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS} s."
         )
@@ -62,3 +67,4 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     greeting = str(config.get("greeting_message") or "")
     if greeting:
         session.say(greeting, allow_interruptions=bool(config.get("allow_interruptions", True)))
+    await joined
