@@ -261,6 +261,20 @@ AGENT_PROVIDER_FAILURES_TO_END = env.int("AGENT_PROVIDER_FAILURES_TO_END", defau
 # Seconds one STT/LLM/TTS request may take before it counts as failed (and is retried).
 AGENT_PROVIDER_TIMEOUT_SECONDS = env.float("AGENT_PROVIDER_TIMEOUT_SECONDS", default=10.0)
 AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS", default=60)
+# Turn-taking (VAD turn detection). The agent's turn starts AGENT_ENDPOINTING_DELAY_SECONDS
+# after the visitor's last speech. The VAD closes an utterance for the STT after
+# AGENT_VAD_MIN_SILENCE_SECONDS of silence; when that is the shorter of the two, the STT
+# and the LLM (and, with AGENT_PREEMPTIVE_TTS, the TTS) work inside the endpointing delay
+# and the reply can start the moment it ends. A shorter VAD silence also cuts speech
+# with pauses into more STT requests; preemptive TTS spends characters on replies that
+# are thrown away when the visitor goes on talking.
+AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", default=0.5)
+AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
+AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
+if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
+    raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
+if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:
+    raise ImproperlyConfigured("AGENT_VAD_MIN_SILENCE_SECONDS must be between 0.05 and 5")
 # How a conference agent hears the room (docs/benchmarks.md, "Conference"):
 # per_participant: one VAD + STT stream per person, every utterance carries its speaker
 # (STT cost and connections grow with the number of people); mixed: one STT stream on

@@ -595,22 +595,23 @@ async def conversation_turns(
 
 
 def endpointing_config() -> dict[str, float]:
-    """The delays the installed livekit-agents and silero apply to end a user's turn.
+    """The delays that end a user's turn, as the agent worker configures them.
 
-    Our factory passes no endpointing options and loads silero with its defaults,
-    so the defaults are the configuration."""
-    import inspect
-
+    The worker reads AGENT_VAD_MIN_SILENCE_SECONDS and AGENT_ENDPOINTING_DELAY_SECONDS
+    from the same environment as this process (Django settings, set up before this is
+    called); the factory passes them to silero and to the session's endpointing."""
+    from django.conf import settings
     from livekit.agents.voice import turn as lk_turn
-    from livekit.plugins import silero
 
+    from voiceagents.providers.factory import turn_settings
+
+    min_silence, min_delay, preemptive_tts = turn_settings(settings)
     defaults = dict(getattr(lk_turn, "_ENDPOINTING_DEFAULTS", {}))
-    vad_params = inspect.signature(silero.VAD.load).parameters
     return {
-        "endpointing_min_delay": float(defaults.get("min_delay", 0.5)),
+        "endpointing_min_delay": min_delay,
         "endpointing_max_delay": float(defaults.get("max_delay", 3.0)),
-        "vad_min_silence_duration": float(vad_params["min_silence_duration"].default),
-        "vad_min_speech_duration": float(vad_params["min_speech_duration"].default),
+        "vad_min_silence_duration": min_silence,
+        "preemptive_tts": float(preemptive_tts),
     }
 
 

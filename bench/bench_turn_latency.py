@@ -22,7 +22,8 @@ agent is quiet, pauses, and speaks again.
   overhead  = latency - the configured endpointing delay
 
 The endpointing delay subtracted is max(VAD min_silence_duration, endpointing
-min_delay), read from the installed packages. With turn_detection="vad",
+min_delay), as the worker is configured (AGENT_VAD_MIN_SILENCE_SECONDS,
+AGENT_ENDPOINTING_DELAY_SECONDS; set them in the environment to compare). With turn_detection="vad",
 silero reports END_OF_SPEECH after min_silence_duration of silence, and the
 framework back-dates the user's last speaking time to the start of that
 silence; the endpointing min_delay is counted from that same instant, so it
@@ -117,8 +118,9 @@ def main() -> None:
     print("\n== turn latency: visitor stops speaking -> first agent audio at the visitor")
     print(f"   utterance {duration:.2f} s of espeak speech; reply {REPLY!r}; stub providers, zero added latency")
     print(
-        "   installed defaults: endpointing min_delay {endpointing_min_delay:.2f} s (max_delay"
-        " {endpointing_max_delay:.2f} s), silero min_silence_duration {vad_min_silence_duration:.2f} s".format(**config)
+        "   agent configuration: endpointing min_delay {endpointing_min_delay:.2f} s (max_delay"
+        " {endpointing_max_delay:.2f} s), VAD min_silence_duration {vad_min_silence_duration:.2f} s,"
+        " preemptive TTS {preemptive}".format(preemptive=bool(config["preemptive_tts"]), **config)
     )
     print(f"   subtracted: {subtract:.2f} s = max(VAD min_silence_duration, endpointing min_delay); they overlap")
     print(f"   raw latency:        {S.fmt_ms(latency)}")

@@ -53,6 +53,9 @@ OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
 OPENAI_TTS_DEFAULT_VOICE = "alloy"
 
 TurnDetection = Literal["vad", "stt"]
+# settings.AGENT_ENDPOINTING_DELAY_SECONDS / AGENT_VAD_MIN_SILENCE_SECONDS when not set
+DEFAULT_ENDPOINTING_DELAY = 0.5
+DEFAULT_VAD_MIN_SILENCE = 0.25
 
 
 class ProviderConfigError(ValueError):
@@ -69,11 +72,17 @@ class Providers:
     vad: vad.VAD | None
     turn_detection: TurnDetection
     allow_interruptions: bool
+    endpointing_delay: float = DEFAULT_ENDPOINTING_DELAY
+    preemptive_tts: bool = True
 
     def turn_handling(self) -> TurnHandlingOptions:
         return {
             "turn_detection": self.turn_detection,
             "interruption": {"enabled": self.allow_interruptions, "mode": "vad"},
+            "endpointing": {"min_delay": self.endpointing_delay},
+            # the reply is generated from the final transcript while the endpointing
+            # delay runs, and kept when the turn ends with that same transcript
+            "preemptive_generation": {"enabled": True, "preemptive_tts": self.preemptive_tts},
         }
 
     def session_kwargs(self) -> dict[str, Any]:
@@ -97,21 +106,30 @@ class Providers:
 
 
 _VAD_LOCK = threading.Lock()
-_VAD: vad.VAD | None = None
+_VADS: dict[float, vad.VAD] = {}
 
 
-def load_vad() -> vad.VAD:
+def load_vad(min_silence: float = DEFAULT_VAD_MIN_SILENCE) -> vad.VAD:
     """The process's Silero VAD, loaded on first call (blocking, ~0.1 s) and then reused.
 
     One instance serves every session in the process: each ``stream()`` keeps its own
     model state over a shared ONNX session. Call it in a worker's prewarm to pay the load
-    before the first job.
+    before the first job. ``min_silence``: seconds of silence that end an utterance.
     """
-    global _VAD
     with _VAD_LOCK:
-        if _VAD is None:
-            _VAD = silero.VAD.load()
-        return _VAD
+        loaded = _VADS.get(min_silence)
+        if loaded is None:
+            loaded = _VADS[min_silence] = silero.VAD.load(min_silence_duration=min_silence)
+        return loaded
+
+
+def turn_settings(settings: Any) -> tuple[float, float, bool]:
+    """(VAD min silence, endpointing delay, preemptive TTS) from settings, with our defaults."""
+    return (
+        float(getattr(settings, "AGENT_VAD_MIN_SILENCE_SECONDS", DEFAULT_VAD_MIN_SILENCE)),
+        float(getattr(settings, "AGENT_ENDPOINTING_DELAY_SECONDS", DEFAULT_ENDPOINTING_DELAY)),
+        bool(getattr(settings, "AGENT_PREEMPTIVE_TTS", True)),
+    )
 
 
 def prewarm_clients(settings: Any) -> None:
@@ -151,16 +169,17 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         # the plugins validate their own arguments with ValueError
         raise ProviderConfigError(str(e)) from e
 
+    min_silence, endpointing_delay, preemptive_tts = turn_settings(settings)
     session_vad: vad.VAD | None
     turn_detection: TurnDetection
     if vad_enabled:
-        session_vad = load_vad()
+        session_vad = load_vad(min_silence)
         turn_detection = "vad"
     else:
         session_vad = None
         turn_detection = "stt"
         if not stt_plugin.capabilities.streaming:
-            stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=load_vad())
+            stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=load_vad(min_silence))
 
     return Providers(
         stt=stt_plugin,
@@ -169,6 +188,8 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         vad=session_vad,
         turn_detection=turn_detection,
         allow_interruptions=allow_interruptions,
+        endpointing_delay=endpointing_delay,
+        preemptive_tts=preemptive_tts,
     )
 
 

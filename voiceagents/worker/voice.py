@@ -18,9 +18,9 @@ def prewarm(proc: JobProcess) -> None:
     import django
 
     django.setup()
-    from voiceagents.providers.factory import load_vad, prewarm_clients
+    from voiceagents.providers.factory import load_vad, prewarm_clients, turn_settings
 
-    load_vad()  # cached for the process; every session in it reuses the model
+    load_vad(turn_settings(settings)[0])  # cached for the process; every session in it reuses the model
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
 
 
