@@ -27,8 +27,9 @@ Baselines, same run: a bare livekit rtc participant joining a room the
 visitor is in (no API, no dispatch, no agent framework), publishing an audio
 track right away (the transport floor of "a participant appeared"), and the
 same without publishing: livekit-server announces non-publishers to the
-others in 3 s batches, so an agent becomes visible when its session
-publishes its audio track (or at the next batch).
+others in 3 s batches. A change of attributes is announced at once, and the
+agent sets its state attribute the moment it joins, so it is seen before its
+session publishes audio.
 
 Breakdown (from the JSON logs of our processes, livekit-server's log and the
 session row; wall clocks of one machine): API (POST -> response), queue
@@ -183,9 +184,10 @@ async def baseline_joins(st: S.Stack, n: int, *, publish: bool) -> list[float]:
 
 def provider_construction(n: int = 10) -> list[str]:
     """CPU and wall time of what the job does before it connects: build_providers for the
-    stub configuration (openai LLM, STT, TTS), against the same three plugins sharing one
-    openai.AsyncClient, made per job or once per process (e.g. in prewarm). In this process;
-    process_time is the CPU the job's event loop would spend."""
+    stub configuration (openai LLM, STT, TTS) on the process's clients, which the worker's
+    prewarm makes; beside it the three plugins each making their own client, as they do
+    when given none, and sharing one client made per job. In this process; process_time is
+    the CPU the job's event loop would spend."""
     from types import SimpleNamespace
 
     import openai
@@ -198,7 +200,7 @@ def provider_construction(n: int = 10) -> list[str]:
         OPENAI_API_KEY="stub", OPENAI_BASE_URL=url, GROQ_API_KEY="", GROQ_BASE_URL="", DEEPGRAM_API_KEY="", DEEPGRAM_BASE_URL=""
     )
     config = {**S.STUB_PROVIDERS, "vad_enabled": True}
-    build_providers(config, settings=settings)  # imports and the VAD model, which prewarm pays
+    build_providers(config, settings=settings)  # imports, VAD model and clients: prewarm pays them
 
     def plugins(client: Any) -> None:
         lk_openai.LLM(client=client)
@@ -213,7 +215,12 @@ def provider_construction(n: int = 10) -> list[str]:
 
     shared = openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)
     rows = [
-        ("build_providers (each plugin makes its HTTP client)", cost(lambda: build_providers(config, settings=settings))),
+        ("build_providers, as a job calls it (clients made in prewarm)", cost(lambda: build_providers(config, settings=settings))),
+        ("the three plugins, each making its own HTTP client", cost(lambda: (
+            lk_openai.LLM(api_key="stub", base_url=url),
+            lk_openai.STT(api_key="stub", base_url=url, use_realtime=False),
+            lk_openai.TTS(api_key="stub", base_url=url, response_format="pcm"),
+        ))),
         ("one openai.AsyncClient per job, shared by the three", cost(lambda: plugins(openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)))),
         ("the three on a client made once per process", cost(lambda: plugins(shared))),
     ]
@@ -316,7 +323,7 @@ STAGES = [
     ("job start: job request -> agent signals (server)", "job_received", "agent_signal"),
     ("agent connect: signal -> participant active (server)", "agent_signal", "agent_active"),
     ("agent session start: active -> audio track published (server)", "agent_active", "agent_track"),
-    ("publish -> visitor sees agent", "agent_track", "seen"),
+    ("publish -> visitor sees agent (negative: seen before publishing)", "agent_track", "seen"),
     ("agent active (server) -> visitor sees agent", "agent_active", "seen"),
     ("visitor sees agent -> first greeting audio", "seen", "greeting"),
     ("POST -> agent reported active (DB, worker or webhook)", "posted", "status_active"),
