@@ -312,7 +312,7 @@ async def conference_entrypoint(ctx: JobContext) -> None:
         return
 
     # subscriptions are ours: only people's microphones (conference_audience.py)
-    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    await conversation.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
     await conversation.report_joined()
 
     timeout = settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
