@@ -8,9 +8,10 @@ Celery worker and no livekit-server: the dispatch tasks wait in the queue, so
 what is measured is the API's own work). For each concurrency level it sends
 --requests requests of each kind, closed loop, keep-alive, from this process:
 
-- start-voice-session: validate, authenticate the widget key, admission control
-  (deployment lock + company row lock + two counts), insert, enqueue the
-  dispatch on Redis, mint the visitor's token;
+- start-voice-session: validate, authenticate the widget key, insert, admission
+  control (company row lock + one statement counting the deployment's and the
+  company's live sessions), commit, enqueue the dispatch on Redis, mint the
+  visitor's token;
 - agent-status: the trivial DRF endpoint (same authentication, one row read);
 - /healthz: the floor (answered by a middleware, no DRF, no database).
 
@@ -35,7 +36,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_cycles import ROOT as ROOT_DIR  # noqa: E402
-from load_cycles import STATUS, START, percentile, running_stack, seed  # noqa: E402
+from load_cycles import STATUS, START, percentile, running_stack, seed, use_port_offset  # noqa: E402
 
 
 async def hammer(base: str, key: str, concurrency: int, total: int, make: Any) -> dict[str, float]:
@@ -72,7 +73,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--workers", type=int, default=3, help="gunicorn processes (production: 3)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process (production: 4)")
+    parser.add_argument("--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)")
     args = parser.parse_args()
+    use_port_offset(args.port_offset)
     if not 1 <= args.requests <= 20000 or any(not 1 <= c <= 200 for c in args.concurrency):
         raise SystemExit("keep it bounded: 1-20000 requests, concurrency 1-200")
 

@@ -59,6 +59,17 @@ STATUS = "/api/v1/livekit-agents/agent-status/{}"
 TERMINAL = {"stopped", "failed"}
 
 
+def use_port_offset(offset: int) -> None:
+    """Shift every port of the stack, and its scratch folder, by `offset` (--port-offset):
+    a second checkout on the same machine runs its own stack beside this one."""
+    global LIVEKIT_PORT, RTC_TCP, RTC_UDP, API_PORT, REDIS_PORT, WORK
+    if not 0 <= offset <= 1000:
+        raise SystemExit("--port-offset: 0-1000")
+    LIVEKIT_PORT, RTC_TCP, RTC_UDP = 27940 + offset, 27941 + offset, 27942 + offset
+    API_PORT, REDIS_PORT = 18795 + offset, 63819 + offset
+    WORK = Path(f"/tmp/ac-rel-bench-{offset}") if offset else Path("/tmp/ac-rel-bench")
+
+
 # --- the stack ---------------------------------------------------------------------------------------
 
 
@@ -334,7 +345,9 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=25)
     parser.add_argument("--deadline", type=float, default=900, help="seconds for all the cycles")
+    parser.add_argument("--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)")
     args = parser.parse_args()
+    use_port_offset(args.port_offset)
     if not 1 <= args.cycles <= 5000 or not 1 <= args.concurrency <= 200:
         raise SystemExit("keep it bounded: 1-5000 cycles, concurrency 1-200")
 

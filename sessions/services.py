@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agentconnect.errors import AtCapacity, Conflict, NotFound, ServiceUnavailable, TooManySessions
@@ -96,47 +97,62 @@ def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> bool:
 ADMISSION_LOCK_ID = 0x6163_61646D  # "ac" "adm"
 
 
+def _live_counts(company: Company) -> tuple[int, int]:
+    """(live sessions in the deployment, live sessions of this company), in one statement."""
+    counts = ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES).aggregate(
+        everyone=Count("pk"), mine=Count("pk", filter=Q(company_id=company.pk))
+    )
+    return int(counts["everyone"]), int(counts["mine"])
+
+
 def _admit(company: Company) -> None:
-    """Admission control, inside the start transaction: raise if a limit is reached.
+    """Admission control, in the start transaction after the new session's insert:
+    raise if it takes the deployment or the company past a limit (the counts include it).
 
     Counting and inserting must be atomic, or two starts at a limit would both
-    pass. The deployment cap (MAX_LIVE_SESSIONS) takes a transaction-scoped
-    advisory lock when near the cap, the company limit a row lock on the company; both hold until
-    commit, and a count run after the lock sees every insert committed before
-    it (READ COMMITTED takes a new snapshot per statement). Always deployment
-    first, then company: starts cannot deadlock. SQLite (make run) has no
-    such locks; its writes are serialized anyway.
+    pass. The company limit takes a row lock on the company, the deployment
+    cap (MAX_LIVE_SESSIONS) a transaction-scoped advisory lock when near the
+    cap; both hold until commit, and a count run after the lock sees every
+    insert committed before it (READ COMMITTED takes a new snapshot per
+    statement). Always company first, then deployment: a start holds one
+    company lock at most, so starts cannot deadlock.
+
+    The lock is what serializes one company's starts, so it is held for as
+    few round trips as can be: the insert comes before it, and both counts are
+    one statement, so only the count and the commit run under it. It is FOR NO
+    KEY UPDATE: the insert's foreign key already holds a KEY SHARE lock on the
+    company row, which FOR UPDATE would wait on (two starts, a deadlock). SQLite
+    (make run) has no such locks; its writes are serialized anyway.
     """
-    cap: int = settings.MAX_LIVE_SESSIONS
-    if cap:
-        live_all = ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES).count()
-        # The lock serializes every start, so it is taken only near the cap. Far
-        # from it, starts that race past an unlocked count can overshoot by at
-        # most the starts in flight at once (bounded by the web threads), which
-        # MAX_LIVE_SESSIONS_SLACK is set to cover.
-        if live_all >= cap - settings.MAX_LIVE_SESSIONS_SLACK and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK_ID])
-            live_all = ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES).count()
-        if live_all >= cap:
-            raise AtCapacity(
-                f"The service is at its capacity of {cap} live voice sessions. "
-                "Try again in a minute.",
-                details={"limit": cap, "scope": "deployment"},
-                headers={"Retry-After": "30"},
-            )
     limit = (
-        Company.objects.select_for_update()
+        Company.objects.select_for_update(no_key=True)
         .filter(pk=company.pk)
         .values_list("max_concurrent_sessions", flat=True)
         .first()
     )
     if limit is None:  # deleted meanwhile
         raise NotFound("No such company.")
-    live = ConversationSession.objects.filter(company=company, agent_status__in=LIVE_STATUSES).count()
-    if live >= limit:
+    live_all, live = _live_counts(company)
+    cap: int = settings.MAX_LIVE_SESSIONS
+    if cap:
+        # The deployment lock serializes every start, so it is taken only near the
+        # cap. Far from it, starts that race past an unlocked count can overshoot
+        # by at most the starts in flight at once (bounded by the web threads),
+        # which MAX_LIVE_SESSIONS_SLACK is set to cover.
+        if live_all > cap - settings.MAX_LIVE_SESSIONS_SLACK and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK_ID])
+            live_all, live = _live_counts(company)
+        if live_all > cap:
+            raise AtCapacity(
+                f"The service is at its capacity of {cap} live voice sessions. "
+                "Try again in a minute.",
+                details={"limit": cap, "scope": "deployment"},
+                headers={"Retry-After": "30"},
+            )
+    if live > limit:
         raise TooManySessions(
-            f"This company already has {live} live sessions, its limit ({limit}). "
+            f"This company already has {live - 1} live sessions, its limit ({limit}). "
             "End one and try again.",
             details={"limit": limit, "scope": "company"},
         )
@@ -155,12 +171,11 @@ def session_start(
     if agent is None:
         raise NotFound("No active agent with that agent_id for this company.")
 
-    if session_id:
-        existing = session_get_for_company(company=company, session_id=session_id)
-        if existing is not None:
-            return _start_existing(existing, agent, participant_name)
-    else:
-        session_id = uuid.uuid4().hex
+    # A session_id already in use is found by the insert (the unique constraint),
+    # not by a read before it: most starts are new, and the insert comes before
+    # admission anyway, so a visitor retrying a live session gets it back even
+    # when the company is at its limit.
+    session_id = session_id or uuid.uuid4().hex
 
     config = agent_config_resolve(agent=agent, overrides=overrides or {})
     room_name = f"ac-{company.pk}-{uuid.uuid4().hex[:16]}"
@@ -170,7 +185,6 @@ def session_start(
     queued: list[bool | None] = []
     try:
         with transaction.atomic():
-            _admit(company)
             session = ConversationSession.objects.create(
                 session_id=session_id,
                 company=company,
@@ -181,10 +195,11 @@ def session_start(
                 config=config,
                 status_changed_at=timezone.now(),
             )
+            _admit(company)
             # Runs right after the commit below, unless an outer transaction defers it.
             transaction.on_commit(lambda: queued.append(_enqueue("dispatch_agent", session.pk)))
     except IntegrityError:
-        # The same session_id was started concurrently: the other request won.
+        # That session_id exists: started before, or concurrently by a request that won.
         existing = session_get_for_company(company=company, session_id=session_id)
         if existing is None:
             raise

@@ -361,3 +361,23 @@ def test_company_session_limit_is_enforced(widget: APIClient, start_body: dict[s
     assert widget.post(START, start_body, format="json").status_code == 201
     body = assert_error(widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions")
     assert body["error"]["details"]["limit"] == 1
+
+
+def test_retrying_a_live_session_at_the_limit_gets_it_back_and_a_refusal_leaves_nothing(
+    widget: APIClient, start_body: dict[str, Any], company: Any
+) -> None:
+    # Admission counts after the insert: neither a retry (the unique constraint
+    # answers first) nor a refused start (rolled back) may change what is live.
+    company.max_concurrent_sessions = 1
+    company.save()
+    first = widget.post(START, start_body, format="json")
+    assert first.status_code == 201
+    again = widget.post(START, start_body, format="json")
+    assert again.status_code == 200
+    assert again.json()["room_name"] == first.json()["room_name"]
+    assert_error(widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions")
+    assert list(ConversationSession.objects.values_list("session_id", flat=True)) == ["visitor-1"]
+    ended = ConversationSession.objects.get(session_id="visitor-1")
+    assert session_transition(session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test")
+    assert_error(widget.post(START, start_body, format="json"), 409, "conflict")
+    assert widget.post(START, {**start_body, "session_id": "second"}, format="json").status_code == 201
