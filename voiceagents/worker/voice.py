@@ -12,6 +12,8 @@ from .conversation import Conversation, Speaker, agent_for, build_agent_session,
 
 logger = logging.getLogger("agentconnect.worker")
 
+AUDIO_INPUT_FRAME_MS = 20
+
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients."""
@@ -59,6 +61,10 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=visitor.identity,
+            # 20 ms frames instead of RoomIO's 50: the VAD hears the end of speech up
+            # to 30 ms sooner, for a few more wakeups a second (the conference agent's
+            # per-person streams use 20 ms too)
+            audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
             video_input=False,
             close_on_disconnect=True,
             delete_room_on_close=True,
