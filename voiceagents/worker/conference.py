@@ -116,9 +116,9 @@ def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
     engine: stt.STT = providers.stt
     if engine.capabilities.streaming:
         return engine, providers.vad
-    from voiceagents.providers.factory import load_vad
+    from voiceagents.providers.factory import load_vad, turn_settings
 
-    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad()), None
+    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad(turn_settings(settings)[0])), None
 
 
 class Conference:
