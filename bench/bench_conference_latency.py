@@ -23,7 +23,15 @@ median and p95 of those differences are reported, per variant:
   conf/per_participant            the visitor alone in the conference
   conf/per_participant +2 silent  two more people in the room whose
                                   microphones send digital silence in real time
+  conf/mixed                      the mixed strategy, the visitor alone
   conf/mixed +2 silent            the mixed strategy, same three people
+
+All participants live in this one process, and the speaker's ears are the
+stopwatch, so the speaker decodes only the agent's audio and the silent
+listeners decode nothing (their audio would slow the stopwatch, not the
+agent). Then each turn is split, from the transcript the agent stored, into
+in (speech end -> the agent's VAD has it end), agent (-> its reply starts)
+and out (-> the visitor hears it): `turn_phases`.
 
 Prints figures; asserts nothing. Bounded: --turns pairs per variant, a time
 budget per variant, and a timeout on every wait.
@@ -45,6 +53,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _stack as S  # noqa: E402
+from livekit import rtc  # noqa: E402
+
+from tests.visitor import SAMPLE_RATE, Heard, Visitor  # noqa: E402
 
 # Its own ports, broker db, database and folder, so it can run beside the other benchmarks
 # (bench/_stack.py reads these module constants when it starts the stack).
@@ -87,26 +98,53 @@ def widget_token(st: S.Stack, agent: Any, session_id: str, name: str) -> dict[st
     )
 
 
-async def open_microphone(visitor: Any) -> None:
-    """Publish the visitor's microphone and wait until the agent has subscribed to it."""
-    from tests.visitor import SAMPLE_RATE
-
+async def open_microphone(room: rtc.Room, source: rtc.AudioSource) -> None:
+    """Publish a microphone and wait until the agent has subscribed to it."""
     subscribed = asyncio.Event()
-    visitor.room.on("local_track_subscribed", lambda *_: subscribed.set())
-    await visitor.speak(np.zeros(SAMPLE_RATE // 10, dtype=np.int16).tobytes(), SAMPLE_RATE, trailing_silence=0)
+    room.on("local_track_subscribed", lambda *_: subscribed.set())
+    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    await room.local_participant.publish_track(track, options)
     await asyncio.wait_for(subscribed.wait(), 30)
 
 
-async def silent_microphone(visitor: Any) -> None:
-    """A listener's open microphone: digital silence, in real time, until cancelled."""
-    from livekit import rtc
+class Listener:
+    """Someone in the room who says nothing: an open microphone sending digital silence in real time.
 
-    from tests.visitor import SAMPLE_RATE
+    It subscribes to nothing. Every participant here lives in the benchmark's one
+    process, beside the speaker whose ears are the stopwatch; decoding audio that
+    nobody measures there would slow the stopwatch, not the agent.
+    """
 
-    assert visitor._source is not None
-    frame = rtc.AudioFrame(bytes(SAMPLE_RATE // 100 * 2), SAMPLE_RATE, 1, SAMPLE_RATE // 100)
-    while True:
-        await visitor._source.capture_frame(frame)
+    def __init__(self) -> None:
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(SAMPLE_RATE, 1)
+        self.pump: asyncio.Task[None] | None = None
+
+    async def join(self, url: str, token: str) -> None:
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+        await open_microphone(self.room, self.source)
+        self.pump = asyncio.create_task(self._silence())
+
+    async def _silence(self) -> None:
+        frame = rtc.AudioFrame(bytes(SAMPLE_RATE // 100 * 2), SAMPLE_RATE, 1, SAMPLE_RATE // 100)
+        while True:
+            await self.source.capture_frame(frame)
+
+    async def leave(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+            await asyncio.gather(self.pump, return_exceptions=True)
+        await self.room.disconnect()
+
+
+class Speaker(Visitor):
+    """The visitor who takes the turns: it hears the agent only (see Listener for why)."""
+
+    async def _listen(self, track: rtc.Track, heard: Heard) -> None:
+        participant = self.room.remote_participants.get(heard.identity)
+        if participant is not None and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            await super()._listen(track, heard)
 
 
 class Room:
@@ -114,31 +152,29 @@ class Room:
 
     def __init__(self, st: S.Stack, agent: Any, session_id: str, listeners: int) -> None:
         self.st, self.agent, self.session_id, self.listeners = st, agent, session_id, listeners
-        self.speaker: Any = None
-        self.others: list[Any] = []
-        self.background: list[asyncio.Task[None]] = []
+        self.speaker: Speaker | None = None
+        self.others: list[Listener] = []
         self.turns: list[S.Turn] = []
         self.missed = 0
 
     async def open(self) -> None:
-        from tests.visitor import Visitor
-
         body = await asyncio.to_thread(S.start_session, self.st, self.agent, self.session_id)
-        self.speaker = Visitor("bench")
-        await self.speaker.join(body["livekit_url"], body["user_token"])
-        await asyncio.wait_for(self.speaker.joined_agent.wait(), 60)
+        self.speaker = speaker = Speaker("bench")
+        await speaker.join(body["livekit_url"], body["user_token"])
+        await asyncio.wait_for(speaker.joined_agent.wait(), 60)
         for i in range(self.listeners):
             token = await asyncio.to_thread(widget_token, self.st, self.agent, self.session_id, f"Listener {i + 1}")
-            other = Visitor(f"listener-{i + 1}")
-            await other.join(token["livekit_url"], token["user_token"])
-            await open_microphone(other)
-            self.background.append(asyncio.create_task(silent_microphone(other)))
+            other = Listener()
             self.others.append(other)
-        await self.speaker.wait_for_agent_speech(after=0, timeout=60)  # the greeting
-        await self.speaker.wait_until_agent_quiet(quiet_for=0.6, timeout=30)
-        await open_microphone(self.speaker)  # so no turn pays for publishing the track
+            await other.join(token["livekit_url"], token["user_token"])
+        await speaker.wait_for_agent_speech(after=0, timeout=60)  # the greeting
+        await speaker.wait_until_agent_quiet(quiet_for=0.6, timeout=30)
+        # the microphone is published before the first turn, so no turn pays for publishing it
+        speaker._source = rtc.AudioSource(SAMPLE_RATE, 1)
+        await open_microphone(speaker.room, speaker._source)
 
     async def turn(self, pcm: bytes, rate: int) -> S.Turn | None:
+        assert self.speaker is not None
         measured, missed = await S.conversation_turns(
             self.speaker, pcm, rate, turns=1, pause=0.0, deadline=time.monotonic() + 60
         )
@@ -147,14 +183,41 @@ class Room:
         return measured[0] if measured else None
 
     async def close(self) -> None:
-        for task in self.background:
-            task.cancel()
-        await asyncio.gather(*self.background, return_exceptions=True)
-        for visitor in [self.speaker, *self.others]:
-            if visitor is not None:
+        for person in [self.speaker, *self.others]:
+            if person is not None:
                 with contextlib.suppress(Exception):
-                    await visitor.leave()
+                    await person.leave()
         await S.wait_status(self.session_id, ("stopped", "failed"), 30)
+
+
+def turn_phases(session_id: str, turns: list[S.Turn]) -> dict[str, list[float]]:
+    """Where each timed turn's time went, from the transcript the agent stored.
+
+    The agent and the visitor run on one machine, so their wall clocks agree:
+      in     the agent's own "user stopped speaking" (the user turn's ended_at, from
+             its VAD) - the visitor's last sample: transport in, resampling, mixer, VAD
+      agent  that moment -> the reply's start (started_at): endpointing, STT, LLM, TTS
+      out    the reply's start -> its first loud 10 ms at the visitor: transport out
+    """
+    from sessions.models import TranscriptTurn
+
+    rows = list(TranscriptTurn.objects.filter(session__session_id=session_id).order_by("sequence"))
+    stops = [r.ended_at.timestamp() for r in rows if r.role == "user" and r.ended_at is not None]
+    starts = [r.started_at.timestamp() for r in rows if r.role == "assistant" and r.started_at is not None]
+    phases: dict[str, list[float]] = {"in": [], "agent": [], "out": []}
+    for turn in turns:
+        heard = turn.ended_wall + turn.latency
+        near = [t for t in stops if abs(t - turn.ended_wall) < 1.5]
+        if not near:
+            continue
+        stopped = min(near, key=lambda t: abs(t - turn.ended_wall))
+        started = next((t for t in starts if stopped < t <= heard + 0.2), None)
+        if started is None:
+            continue
+        phases["in"].append(stopped - turn.ended_wall)
+        phases["agent"].append(started - stopped)
+        phases["out"].append(heard - started)
+    return phases
 
 
 async def paired(
@@ -280,6 +343,21 @@ def main() -> None:
             + (f"  (missed: 1:1 {one.missed}, conference {conf.missed})" if one.missed or conf.missed else "")
         )
     print("   added = conference latency - 1:1 latency of the same pair; target: < 100 ms")
+    print("\n   where the time goes (medians; stored transcript against the visitor's clock, see turn_phases):")
+    print(f"   {'variant':<32} {'in':>7} {'agent':>7} {'out':>7}   (1:1 of the same pairs: in / agent / out)")
+    for label, one, conf, _ in results:
+        of_one = turn_phases(one.session_id, one.turns)
+        of_conf = turn_phases(conf.session_id, conf.turns)
+        if not of_conf["in"] or not of_one["in"]:
+            print(f"   {label:<32} (no turns matched in the transcript)")
+            continue
+        med = {k: float(np.median(v)) * 1000 for k, v in of_conf.items()}
+        ref = {k: float(np.median(v)) * 1000 for k, v in of_one.items()}
+        print(
+            f"   {label:<32} {med['in']:>5.0f}ms {med['agent']:>5.0f}ms {med['out']:>5.0f}ms"
+            f"   ({ref['in']:.0f} / {ref['agent']:.0f} / {ref['out']:.0f} ms, "
+            f"n={len(of_conf['in'])}/{len(of_one['in'])})"
+        )
     print("\n   CPU of each worker's process tree (job processes included) over the pairs, % of one core:")
     for label, (voice_pct, conf_pct) in cpu.items():
         print(f"   {label:<32} 1:1 worker {voice_pct:5.1f}%   conference worker {conf_pct:5.1f}%")

@@ -1,6 +1,6 @@
 """Offline speech-to-text: pocketsphinx with the English model bundled in its wheel.
 
-Two faces over one decoder:
+Two faces over one decoder (the decoding itself is in ``sphinx.py``):
 
 - ``PocketSphinxSTT``: a livekit-agents ``stt.STT`` for the no-account demo agent. It is
   non-streaming (one buffered utterance in, one final transcript out); in a live session
@@ -9,132 +9,76 @@ Two faces over one decoder:
 - ``transcribe_pcm`` / ``transcribe_words``: plain blocking functions the stub servers use
   to give a fake OpenAI/Groq/Deepgram real ears.
 
-A pocketsphinx decoder is not thread-safe and costs ~0.5 s and ~100 MB to load, so the
-process keeps one, loaded on first use, and decodes under a lock on a dedicated
-single-thread executor.
+``PocketSphinxSTT`` decodes in a subprocess of its own, not on a thread: pocketsphinx
+holds the GIL for a whole utterance (1.8 s for 2.6 s of speech on a quiet 2-core
+machine, many times that on a loaded one), and on a thread that froze the whole job
+process: the event loop, the VAD threads, the audio going out and the conference
+mixer's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import multiprocessing
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from multiprocessing.pool import Pool
 
-import numpy as np
 from livekit import rtc
 from livekit.agents import APIConnectOptions, LanguageCode, stt, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
-if TYPE_CHECKING:
-    from pocketsphinx import Decoder  # type: ignore[import-untyped]
+from .sphinx import (
+    DECODER_SAMPLE_RATE,
+    RecognizedWord,
+    load_decoder,
+    pcm16_to_mono,
+    resample_pcm16,
+    transcribe_pcm,
+    transcribe_words,
+)
 
-DECODER_SAMPLE_RATE = 16000
-# pocketsphinx's default frame rate: segment boundaries are counted in 10 ms frames
-_FRAMES_PER_SECOND = 100
-# fillers and sentence markers are not words a caller said
-_NON_WORDS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]", "++NOISE++", "++BREATH++"}
-# cmudict marks alternate pronunciations as word(2)
-_ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")
-# Gaussian noise (about -55 dBFS) mixed into every utterance before decoding. Synthetic
-# speech (espeak, a stub's TTS) has stretches of exact digital zero between words, which
-# no microphone produces; on them pocketsphinx's features degenerate and it gets about a
-# third of the words right. With this floor it gets about 80 % (see test_providers).
-_DITHER_RMS = 60.0
+__all__ = [
+    "DECODER_SAMPLE_RATE",
+    "PocketSphinxSTT",
+    "RecognizedWord",
+    "load_decoder",
+    "pcm16_to_mono",
+    "resample_pcm16",
+    "transcribe_pcm",
+    "transcribe_words",
+]
+
+_POOL: Pool | None = None
+_POOL_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class RecognizedWord:
-    word: str
-    start: float
-    end: float
-    confidence: float
+def decoding_process() -> Pool:
+    """This process's decoding subprocess (one, with its decoder), started on first use.
 
-
-def resample_pcm16(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Resample mono int16 samples by FFT (an ideal low-pass, so no aliasing).
-
-    Pure numpy so it is safe in any thread; utterances are seconds long, so one FFT is
-    cheap and needs no streaming state.
+    Spawned, not forked: the caller is a job process with the rtc SDK's threads
+    running. The child imports numpy, pocketsphinx and (as every spawned process
+    does) the parent's main module, which manage.py and pytest allow. A multiprocessing Pool rather than a ProcessPoolExecutor: its worker
+    is a daemon process and its threads are daemon threads, so a job process
+    exits without waiting for (or warning about) them, and a worker that dies is
+    replaced.
     """
-    if src_rate == dst_rate or len(samples) == 0:
-        return samples.astype(np.int16, copy=False)
-    n_out = max(1, int(round(len(samples) * dst_rate / src_rate)))
-    spectrum = np.fft.rfft(samples.astype(np.float64))
-    n_bins = n_out // 2 + 1
-    if n_bins <= len(spectrum):
-        spectrum = spectrum[:n_bins]
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = multiprocessing.get_context("spawn").Pool(processes=1, initializer=load_decoder)
+        return _POOL
+
+
+def _settle(
+    done: asyncio.Future[list[RecognizedWord]], result: list[RecognizedWord] | None, error: BaseException | None
+) -> None:
+    if done.done():  # the caller gave up (timeout, cancelled)
+        return
+    if error is not None:
+        done.set_exception(error)
     else:
-        spectrum = np.concatenate([spectrum, np.zeros(n_bins - len(spectrum), dtype=complex)])
-    out = np.fft.irfft(spectrum, n=n_out) * (n_out / len(samples))
-    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
-
-
-def pcm16_to_mono(data: bytes | np.ndarray, num_channels: int) -> np.ndarray:
-    samples = np.frombuffer(data, dtype=np.int16) if isinstance(data, bytes) else data
-    if num_channels <= 1:
-        return samples.astype(np.int16, copy=False)
-    frames = samples[: len(samples) - len(samples) % num_channels].reshape(-1, num_channels)
-    return frames.astype(np.int32).mean(axis=1).astype(np.int16)
-
-
-_LOCK = threading.Lock()
-_DECODER: Decoder | None = None
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocketsphinx")
-
-
-def _decoder() -> Decoder:
-    global _DECODER
-    if _DECODER is None:
-        from pocketsphinx import Decoder  # type: ignore[import-untyped]
-
-        # the defaults are the bundled en-us acoustic model, LM and dictionary
-        _DECODER = Decoder(loglevel="ERROR")
-    return _DECODER
-
-
-def load_decoder() -> None:
-    """Load the process's decoder now (e.g. in a worker's prewarm) instead of on first use."""
-    with _LOCK:
-        _decoder()
-
-
-def transcribe_words(
-    pcm: bytes | np.ndarray, sample_rate: int, num_channels: int = 1
-) -> list[RecognizedWord]:
-    """Decode one utterance of s16le PCM; return its words with times. Blocking, thread-safe."""
-    samples = resample_pcm16(pcm16_to_mono(pcm, num_channels), sample_rate, DECODER_SAMPLE_RATE)
-    if len(samples) == 0:
-        return []
-    # seeded, so one utterance always decodes to the same words
-    noise = np.random.default_rng(0).normal(0.0, _DITHER_RMS, len(samples))
-    samples = np.clip(samples + noise, -32768, 32767).astype(np.int16)
-    with _LOCK:
-        decoder = _decoder()
-        decoder.start_utt()
-        # full_utt lets pocketsphinx normalise over the whole utterance (batch CMN)
-        decoder.process_raw(samples.tobytes(), full_utt=True)
-        decoder.end_utt()
-        # the python binding already turns segment posteriors into linear probabilities
-        words = [
-            RecognizedWord(
-                word=_ALT_PRONUNCIATION.sub("", seg.word),
-                start=seg.start_frame / _FRAMES_PER_SECOND,
-                end=(seg.end_frame + 1) / _FRAMES_PER_SECOND,
-                confidence=float(min(1.0, max(0.0, seg.prob))),
-            )
-            for seg in decoder.seg()
-            if seg.word not in _NON_WORDS
-        ]
-    return words
-
-
-def transcribe_pcm(pcm: bytes | np.ndarray, sample_rate: int, num_channels: int = 1) -> str:
-    """Decode one utterance of s16le PCM to lower-case text ("" for silence). Blocking."""
-    return " ".join(w.word for w in transcribe_words(pcm, sample_rate, num_channels))
+        done.set_result(result or [])
 
 
 class PocketSphinxSTT(stt.STT):
@@ -152,6 +96,8 @@ class PocketSphinxSTT(stt.STT):
             )
         )
         self._language = language
+        # start the subprocess and load its decoder now, not on the visitor's first words
+        decoding_process()
 
     @property
     def model(self) -> str:
@@ -171,9 +117,20 @@ class PocketSphinxSTT(stt.STT):
         frame = rtc.combine_audio_frames(buffer)
         pcm = frame.data.tobytes()
         loop = asyncio.get_running_loop()
-        words = await loop.run_in_executor(
-            _EXECUTOR, transcribe_words, pcm, frame.sample_rate, frame.num_channels
+        done: asyncio.Future[list[RecognizedWord]] = loop.create_future()
+
+        # the pool calls these on its result thread
+        def resolve(result: list[RecognizedWord]) -> None:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+        def fail(error: BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, done, None, error)
+
+        decoding_process().apply_async(
+            transcribe_words, (pcm, frame.sample_rate, frame.num_channels), callback=resolve, error_callback=fail
         )
+        # a worker that dies mid-utterance is replaced, but its result never comes
+        words = await asyncio.wait_for(done, conn_options.timeout)
         text = " ".join(w.word for w in words)
         lang = LanguageCode(language if utils.is_given(language) else self._language)
         return stt.SpeechEvent(
