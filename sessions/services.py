@@ -306,6 +306,8 @@ def session_redispatch(*, session: ConversationSession) -> ConversationSession:
             redispatch_of=session,
             status_changed_at=timezone.now(),
         )
+        # a successor is a new live session: the company's and the deployment's limits apply
+        _admit(session.company)
         transaction.on_commit(lambda: _enqueue("dispatch_agent", successor.pk))
     return successor
 

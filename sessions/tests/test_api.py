@@ -11,7 +11,8 @@ from livekit import api
 from rest_framework.test import APIClient
 
 from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_transition
+from agentconnect.errors import TooManySessions
+from sessions.services import session_redispatch, session_transition
 from tests.factories import CompanyFactory, VoiceAgentFactory
 from voiceagents.catalog import AgentMode
 
@@ -381,3 +382,27 @@ def test_retrying_a_live_session_at_the_limit_gets_it_back_and_a_refusal_leaves_
     assert session_transition(session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test")
     assert_error(widget.post(START, start_body, format="json"), 409, "conflict")
     assert widget.post(START, {**start_body, "session_id": "second"}, format="json").status_code == 201
+
+
+
+def test_staff_redispatch_of_an_ended_session_starts_a_successor_within_the_company_limit(
+    widget: APIClient, start_body: dict[str, Any], company: Any
+) -> None:
+    company.max_concurrent_sessions = 1
+    company.save()
+    assert widget.post(START, start_body, format="json").status_code == 201
+    live = ConversationSession.objects.get(session_id="visitor-1")
+    # not ended: the dispatch is replaced in the same room, no session is added
+    assert session_redispatch(session=live).pk == live.pk
+    assert session_transition(session_pk=live.pk, to=AgentStatus.FAILED, failure_reason="test")
+    ended = ConversationSession.objects.get(pk=live.pk)
+
+    successor = session_redispatch(session=ended)
+
+    assert successor.pk != ended.pk and successor.redispatch_of_id == ended.pk
+    assert successor.agent_status == AgentStatus.PENDING
+    assert successor.agent_room_name != ended.agent_room_name
+    # the successor holds the company's one place: a second re-dispatch is refused, leaving nothing
+    with pytest.raises(TooManySessions):
+        session_redispatch(session=ended)
+    assert ConversationSession.objects.count() == 2
