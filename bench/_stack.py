@@ -594,6 +594,17 @@ async def conversation_turns(
     return out, missed
 
 
+def prepare() -> dict[str, str]:
+    """What every benchmark does first: its environment, the shared services, its
+    database, Django; prints the machine's state. Returns the environment."""
+    env = bench_env()
+    ensure_services()
+    ensure_database(env)
+    setup_django(env)
+    print("machine:", machine_note())
+    return env
+
+
 def endpointing_config() -> dict[str, float]:
     """The delays that end a user's turn, as the agent worker configures them.
 

@@ -281,11 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     turns = max(1, min(args.turns, 50))
 
-    env = S.bench_env()
-    S.ensure_services()
-    S.ensure_database(env)
-    S.setup_django(env)
-    print("machine:", S.machine_note())
+    S.prepare()
     from voiceagents.catalog import AgentMode
 
     one_to_one = S.make_agent(greeting_message="Hello.", **S.STUB_PROVIDERS)

@@ -395,11 +395,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
-    env = S.bench_env()
-    S.ensure_services()
-    S.ensure_database(env)
-    S.setup_django(env)
-    print("machine:", S.machine_note())
+    S.prepare()
     agent = S.make_agent(greeting_message="Hello.", **S.STUB_PROVIDERS)
     run_tag = str(int(time.time()))
     results: dict[str, list[Sample]] = {}

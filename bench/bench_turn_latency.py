@@ -94,11 +94,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600, help="time budget for the conversation, seconds")
     args = parser.parse_args()
 
-    env = S.bench_env()
-    S.ensure_services()
-    S.ensure_database(env)
-    S.setup_django(env)
-    print("machine:", S.machine_note())
+    S.prepare()
     config = S.endpointing_config()
     subtract = max(config["vad_min_silence_duration"], config["endpointing_min_delay"])
     agent = S.make_agent(greeting_message="Hello.", **S.STUB_PROVIDERS)
