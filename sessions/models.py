@@ -89,6 +89,29 @@ class ConversationSession(models.Model):
         return (self.agent_stopped_at - self.agent_started_at).total_seconds()
 
 
+class CompanyLiveSessions(models.Model):
+    """How many live sessions a company has: the admission counter.
+
+    Kept in step with the sessions table by the session services, in the same
+    transaction as every change that makes a session live (a start) or ends
+    it (a terminal transition); reconcile repairs any drift. A row of its own,
+    not a column of Company: saving a company (the admin) never overwrites
+    it, and starts never lock the company row.
+    """
+
+    company = models.OneToOneField(
+        Company, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    live = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "company_live_sessions"
+        verbose_name_plural = "company live sessions"
+
+    def __str__(self) -> str:
+        return f"company {self.company_id}: {self.live} live"
+
+
 class TurnRole(models.TextChoices):
     USER = "user"
     ASSISTANT = "assistant"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import uuid
@@ -11,7 +12,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agentconnect.errors import AtCapacity, Conflict, NotFound, ServiceUnavailable, TooManySessions
@@ -21,7 +23,13 @@ from voiceagents.models import Company, VoiceAgent
 from voiceagents.services import agent_config_resolve, agent_dispatch_name
 
 from . import livekit_gateway as lk
-from .models import LIVE_STATUSES, TERMINAL_STATUSES, AgentStatus, ConversationSession
+from .models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    AgentStatus,
+    CompanyLiveSessions,
+    ConversationSession,
+)
 from .selectors import session_get_for_company
 from .state import sources_for
 
@@ -44,14 +52,19 @@ def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
         fields["failure_reason"] = (fields.get("failure_reason") or "unknown failure")[
             :MAX_FAILURE_REASON
         ]
-    if to in TERMINAL_STATUSES:
+    ending = to in TERMINAL_STATUSES
+    if ending:
         fields.setdefault("agent_stopped_at", now)
-    moved = (
-        ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
-            agent_status=to, status_changed_at=now, updated_at=now, **fields
+    # Ending a session and giving its place back are one transaction.
+    with transaction.atomic() if ending else contextlib.nullcontext():
+        moved = (
+            ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
+                agent_status=to, status_changed_at=now, updated_at=now, **fields
+            )
+            == 1
         )
-        == 1
-    )
+        if moved and ending:  # every source of a terminal status is live
+            _release(session_pk)
     if moved:
         logger.info("session %s -> %s", session_pk, to, extra={"session_pk": session_pk})
         observe_status_change(session_pk=session_pk, to=to, fields=fields)  # dispatch latency, failures
@@ -96,53 +109,48 @@ def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> bool:
 # Any constant will do; it names the lock of pg_advisory_xact_lock for admission.
 ADMISSION_LOCK_ID = 0x6163_61646D  # "ac" "adm"
 
+_COUNTER = CompanyLiveSessions._meta.db_table
+# One round trip: count the new session in (creating the company's counter on
+# its first start) and read the other companies' counts, as this statement sees them.
+_RESERVE_SQL = (
+    f"INSERT INTO {_COUNTER} (company_id, live) VALUES (%s, 1) "
+    f"ON CONFLICT (company_id) DO UPDATE SET live = {_COUNTER}.live + 1 "
+    f"RETURNING live, (SELECT COALESCE(SUM(live), 0) FROM {_COUNTER} WHERE company_id <> %s)"
+)
 
-def _live_counts(company: Company) -> tuple[int, int]:
-    """(live sessions in the deployment, live sessions of this company), in one statement."""
-    counts = ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES).aggregate(
-        everyone=Count("pk"), mine=Count("pk", filter=Q(company_id=company.pk))
-    )
-    return int(counts["everyone"]), int(counts["mine"])
+
+def _live_everywhere() -> int:
+    return int(CompanyLiveSessions.objects.aggregate(n=Coalesce(Sum("live"), 0))["n"])
 
 
 def _admit(company: Company) -> None:
     """Admission control, in the start transaction after the new session's insert:
-    raise if it takes the deployment or the company past a limit (the counts include it).
+    count it in, and raise (rolling both back) if that takes the company or the
+    deployment past its limit.
 
-    Counting and inserting must be atomic, or two starts at a limit would both
-    pass. The company limit takes a row lock on the company, the deployment
-    cap (MAX_LIVE_SESSIONS) a transaction-scoped advisory lock when near the
-    cap; both hold until commit, and a count run after the lock sees every
-    insert committed before it (READ COMMITTED takes a new snapshot per
-    statement). Always company first, then deployment: a start holds one
-    company lock at most, so starts cannot deadlock.
-
-    The lock is what serializes one company's starts, so it is held for as
-    few round trips as can be: the insert comes before it, and both counts are
-    one statement, so only the count and the commit run under it. It is FOR NO
-    KEY UPDATE: the insert's foreign key already holds a KEY SHARE lock on the
-    company row, which FOR UPDATE would wait on (two starts, a deadlock). SQLite
-    (make run) has no such locks; its writes are serialized anyway.
+    Two starts at a limit must not both pass. The company's counter row
+    (CompanyLiveSessions) is incremented in place, which locks it until commit:
+    a racing start of the same company waits, then increments the committed
+    value. So only the commit runs under the lock, and nothing is counted.
+    The deployment cap (MAX_LIVE_SESSIONS) adds a transaction-scoped advisory
+    lock when near the cap, taken after the counter row: a start holds one
+    company's row at most, so starts cannot deadlock. SQLite (make run)
+    serializes its writes anyway.
     """
-    limit = (
-        Company.objects.select_for_update(no_key=True)
-        .filter(pk=company.pk)
-        .values_list("max_concurrent_sessions", flat=True)
-        .first()
-    )
-    if limit is None:  # deleted meanwhile
-        raise NotFound("No such company.")
-    live_all, live = _live_counts(company)
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVE_SQL, [company.pk, company.pk])
+        live, others = cursor.fetchone()
     cap: int = settings.MAX_LIVE_SESSIONS
     if cap:
+        live_all = live + others
         # The deployment lock serializes every start, so it is taken only near the
-        # cap. Far from it, starts that race past an unlocked count can overshoot
-        # by at most the starts in flight at once (bounded by the web threads),
-        # which MAX_LIVE_SESSIONS_SLACK is set to cover.
+        # cap. Far from it, starts that race past the counts this statement saw can
+        # overshoot by at most the starts in flight at once (bounded by the web
+        # threads), which MAX_LIVE_SESSIONS_SLACK is set to cover.
         if live_all > cap - settings.MAX_LIVE_SESSIONS_SLACK and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK_ID])
-            live_all, live = _live_counts(company)
+            live_all = _live_everywhere()  # a new snapshot: every start committed before the lock
         if live_all > cap:
             raise AtCapacity(
                 f"The service is at its capacity of {cap} live voice sessions. "
@@ -150,12 +158,21 @@ def _admit(company: Company) -> None:
                 details={"limit": cap, "scope": "deployment"},
                 headers={"Retry-After": "30"},
             )
+    limit = company.max_concurrent_sessions
     if live > limit:
         raise TooManySessions(
             f"This company already has {live - 1} live sessions, its limit ({limit}). "
             "End one and try again.",
             details={"limit": limit, "scope": "company"},
         )
+
+
+def _release(session_pk: int) -> None:
+    """The session ended: its company's counter gives the place back (never below zero)."""
+    CompanyLiveSessions.objects.filter(
+        company_id=Subquery(ConversationSession.objects.filter(pk=session_pk).values("company_id")[:1]),
+        live__gt=0,
+    ).update(live=F("live") - 1)
 
 
 def session_start(
@@ -467,6 +484,45 @@ class ReconcileReport:
     failed: int = 0
     requeued: int = 0
     closed: int = 0  # rooms of ended sessions still on the server, closed
+    recounted: int = 0  # companies whose live-session counter had drifted, repaired
+
+
+def live_counters_repair() -> int:
+    """Set every company's live-session counter that disagrees with the sessions
+    table back to the truth; the number of companies repaired.
+
+    The services keep the two in step; only a change made around them (a row
+    deleted or edited by hand) makes them drift. A difference seen without
+    locks may just be a start or an end in flight, so each suspect is
+    recounted under its counter row's lock: a start or end that has already
+    moved the counter holds that lock until its commit, and one that has not
+    yet is invisible to the count and moves the counter after the repair.
+    """
+    truth = dict(
+        ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES)
+        .values("company_id")
+        .annotate(n=Count("pk"))
+        .values_list("company_id", "n")
+    )
+    stored = dict(CompanyLiveSessions.objects.values_list("company_id", "live"))
+    repaired = 0
+    for company_id in sorted(truth.keys() | stored.keys()):
+        if truth.get(company_id, 0) == stored.get(company_id, 0):
+            continue
+        CompanyLiveSessions.objects.get_or_create(company_id=company_id)
+        with transaction.atomic():
+            counter = CompanyLiveSessions.objects.select_for_update().get(company_id=company_id)
+            live = ConversationSession.objects.filter(
+                company_id=company_id, agent_status__in=LIVE_STATUSES
+            ).count()
+            if counter.live != live:
+                logger.warning(
+                    "company %s: live-session counter said %s, the sessions say %s; repaired",
+                    company_id, counter.live, live,
+                )
+                CompanyLiveSessions.objects.filter(company_id=company_id).update(live=live)
+                repaired += 1
+    return repaired
 
 
 def _close_rooms_of_ended_sessions(on_server: set[str], now: Any) -> int:
@@ -503,6 +559,7 @@ def sessions_reconcile() -> ReconcileReport:
       test run may share the server.
     """
     report = ReconcileReport()
+    report.recounted = live_counters_repair()
     now = timezone.now()
     live = list(ConversationSession.objects.filter(agent_status__in=LIVE_STATUSES))
     report.checked = len(live)

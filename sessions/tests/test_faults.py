@@ -46,7 +46,7 @@ from django.utils import timezone
 from livekit import api
 
 from sessions import livekit_gateway as lk
-from sessions.models import AgentStatus, ConversationSession
+from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSession
 from sessions.services import session_dispatch, session_start, sessions_reconcile, session_transition
 from sessions import tasks
 from sessions.tasks import dispatch_agent
@@ -335,6 +335,8 @@ def test_redis_down_start_answers_503_at_once_and_leaves_nothing_pending(redis_s
         during = ConversationSession.objects.get(session_id="during")
         assert during.agent_status == AgentStatus.FAILED
         assert "broker is unreachable" in during.failure_reason
+        # "before" holds the company's one counted place; "during" gave its back
+        assert CompanyLiveSessions.objects.get(company=agent.company).live == 1
         # The rate limits fail open meanwhile (their counters live in that Redis too);
         # status reads go on working.
         assert widget.status("before") == AgentStatus.PENDING

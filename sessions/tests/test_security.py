@@ -33,8 +33,16 @@ from rest_framework.test import APIClient
 
 from agentconnect.errors import AtCapacity, TooManySessions
 from sessions import livekit_gateway as lk
-from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_dispatch, session_finish_stop, session_start, session_transition
+from sessions.models import LIVE_STATUSES, AgentStatus, CompanyLiveSessions, ConversationSession
+from sessions.services import (
+    live_counters_repair,
+    session_dispatch,
+    session_fail,
+    session_finish_stop,
+    session_start,
+    session_transition,
+    sessions_reconcile,
+)
 from sessions.throttling import IPThrottle, client_ip, parse_rate
 from tests.factories import CompanyFactory, VoiceAgentFactory
 from voiceagents.catalog import GREETING_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
@@ -298,6 +306,112 @@ def test_refusals_say_why_and_ended_sessions_free_the_room(
     ended = ConversationSession.objects.get(session_id="a")
     assert session_transition(session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test")
     assert client.post(START, {**body, "session_id": "b"}, format="json").status_code == 201
+
+
+def live_counter(company: Company) -> int:
+    return CompanyLiveSessions.objects.filter(company=company).values_list("live", flat=True).first() or 0
+
+
+def live_in_table(company: Company) -> int:
+    return ConversationSession.objects.filter(company=company, agent_status__in=LIVE_STATUSES).count()
+
+
+def test_live_counter_follows_starts_ends_retries_and_refusals(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
+    Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=2)
+    company.refresh_from_db()
+    client = widget_client(company)
+    body = {"agent_id": agent.pk, "company_id": company.pk}
+    assert live_counter(company) == 0
+    for session_id in ("a", "b"):
+        assert client.post(START, {**body, "session_id": session_id}, format="json").status_code == 201
+    assert live_counter(company) == 2
+    # a retry of a live session and a refused start change nothing
+    assert client.post(START, {**body, "session_id": "a"}, format="json").status_code == 200
+    error_of(client.post(START, {**body, "session_id": "c"}, format="json"), 429, "too_many_sessions")
+    assert live_counter(company) == 2
+    # an end gives one place back, once, however often it is reported
+    a = ConversationSession.objects.get(session_id="a")
+    assert session_transition(session_pk=a.pk, to=AgentStatus.STOPPING)
+    assert live_counter(company) == 2
+    assert session_transition(session_pk=a.pk, to=AgentStatus.STOPPED)
+    assert not session_transition(session_pk=a.pk, to=AgentStatus.STOPPED)
+    assert not session_transition(session_pk=a.pk, to=AgentStatus.FAILED, failure_reason="late")
+    assert live_counter(company) == 1
+    assert client.post(START, {**body, "session_id": "c"}, format="json").status_code == 201
+    assert live_counter(company) == live_in_table(company) == 2
+
+
+def test_live_counter_stays_true_when_starts_and_ends_race(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+    # Six sessions end while twelve starts race for the places they free: no
+    # deadlock, never more than the limit live, and the counter ends equal to
+    # the sessions table.
+    Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=6)
+    company.refresh_from_db()
+    first = [session_start(company=company, agent_id=agent.pk).session.pk for _ in range(6)]
+    barrier = threading.Barrier(18)
+
+    def end(pk: int) -> str:
+        try:
+            barrier.wait(timeout=20)
+            return "ended" if session_fail(session_pk=pk, reason="test") else "not ended"
+        finally:
+            connection.close()
+
+    def start(_: int) -> str:
+        try:
+            barrier.wait(timeout=20)
+            session_start(company=company, agent_id=agent.pk)
+            return "ok"
+        except TooManySessions:
+            return "company_limit"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(18) as pool:
+        ends = [pool.submit(end, pk) for pk in first]
+        starts = [pool.submit(start, n) for n in range(12)]
+        outcomes = [f.result(timeout=60) for f in ends + starts]
+    assert outcomes[:6] == ["ended"] * 6
+    admitted = outcomes[6:].count("ok")
+    assert 0 < admitted <= 6
+    assert live_counter(company) == live_in_table(company) == admitted
+
+
+def test_reconcile_repairs_a_live_counter_that_drifted(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+    Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=2)
+    company.refresh_from_db()
+    session_start(company=company, agent_id=agent.pk)
+    # A change made around the services: the counter says the company is full.
+    CompanyLiveSessions.objects.filter(company=company).update(live=2)
+    with pytest.raises(TooManySessions):
+        session_start(company=company, agent_id=agent.pk)
+    other = VoiceAgentFactory()
+    session_start(company=other.company, agent_id=other.pk)
+    CompanyLiveSessions.objects.filter(company=other.company).delete()  # and one counter lost
+
+    report = sessions_reconcile()
+    assert report.recounted == 2
+    assert live_counter(company) == 1 and live_counter(other.company) == 1
+    session_start(company=company, agent_id=agent.pk)
+    assert live_counter(company) == live_in_table(company) == 2
+    assert live_counters_repair() == 0
+
+
+def test_migration_starts_the_counters_from_the_sessions_table(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    counters = import_module("sessions.migrations.0003_live_session_counter")
+    live = session_start(company=company, agent_id=agent.pk).session
+    ended = session_start(company=company, agent_id=agent.pk).session
+    session_fail(session_pk=ended.pk, reason="test")
+    assert live.agent_status == AgentStatus.PENDING
+    CompanyLiveSessions.objects.all().delete()  # as before the migration
+    counters.count_live_sessions(apps, None)
+    assert list(CompanyLiveSessions.objects.values_list("company_id", "live")) == [(company.pk, 1)]
 
 
 # --- user tokens -----------------------------------------------------------------------------------
