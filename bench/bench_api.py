@@ -9,9 +9,9 @@ what is measured is the API's own work). For each concurrency level it sends
 --requests requests of each kind, closed loop, keep-alive, from this process:
 
 - start-voice-session: validate, authenticate the widget key, insert, admission
-  control (company row lock + one statement counting the deployment's and the
-  company's live sessions), commit, enqueue the dispatch on Redis, mint the
-  visitor's token;
+  control (one upsert of the company's live-session counter, which also reads
+  the other companies' counts), commit, enqueue the dispatch on Redis, mint
+  the visitor's token;
 - agent-status: the trivial DRF endpoint (same authentication, one row read);
 - /healthz: the floor (answered by a middleware, no DRF, no database).
 
@@ -106,11 +106,14 @@ def main() -> None:
 
 def forget(env: dict[str, str], run: str) -> None:
     """The run's sessions were never dispatched (no Celery worker here): remove them from
-    the bench database, so a later run's reconcile does not count them."""
+    the bench database, so a later run's reconcile does not count them, and recount the
+    company's live-session counter that the deletion left behind."""
     code = (
         "import sys, django; django.setup()\n"
         "from sessions.models import ConversationSession\n"
+        "from sessions.services import live_counters_repair\n"
         "ConversationSession.objects.filter(session_id__startswith=sys.argv[1] + '-').delete()\n"
+        "live_counters_repair()\n"
     )
     subprocess.run([sys.executable, "-c", code, run], cwd=ROOT_DIR, env=env, check=True, timeout=120)
 

@@ -1,4 +1,9 @@
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
 
 from .models import Company, VoiceAgent
 
@@ -12,7 +17,7 @@ class VoiceAgentInline(admin.TabularInline):
 
 @admin.register(Company)
 class CompanyAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "widget_key_hint", "max_concurrent_sessions", "is_active", "created_at")
+    list_display = ("name", "slug", "widget_key_hint", "live_sessions", "max_concurrent_sessions", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -24,6 +29,17 @@ class CompanyAdmin(admin.ModelAdmin):
     @admin.display(description="widget key")
     def widget_key_hint(self, obj: Company) -> str:
         return obj.widget_key_hint
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Company]:
+        # The admission counter (sessions app), beside the limit it is checked against.
+        from sessions.models import CompanyLiveSessions
+
+        live = CompanyLiveSessions.objects.filter(company=OuterRef("pk")).values("live")[:1]
+        return super().get_queryset(request).annotate(live_sessions=Coalesce(Subquery(live), 0))
+
+    @admin.display(description="live sessions", ordering="live_sessions")
+    def live_sessions(self, obj: Any) -> int:
+        return int(obj.live_sessions)
 
 
 @admin.register(VoiceAgent)

@@ -341,6 +341,11 @@ def test_live_counter_follows_starts_ends_retries_and_refusals(
     assert live_counter(company) == 1
     assert client.post(START, {**body, "session_id": "c"}, format="json").status_code == 201
     assert live_counter(company) == live_in_table(company) == 2
+    # staff see it beside the limit
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    page = admin.get("/admin/voiceagents/company/").content.decode()
+    assert '<td class="field-live_sessions">2</td><td class="field-max_concurrent_sessions">2</td>' in page
 
 
 def test_live_counter_stays_true_when_starts_and_ends_race(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
