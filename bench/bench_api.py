@@ -15,9 +15,11 @@ what is measured is the API's own work). For each concurrency level it sends
 - agent-status: the trivial DRF endpoint (same authentication, one row read);
 - /healthz: the floor (answered by a middleware, no DRF, no database).
 
-Prints requests/s, median and p99 latency per endpoint and level. The load
-generator shares the 2 cores with the server: figures are for comparison
-within a run, not capacity planning.
+Prints requests/s, median and p99 latency per endpoint and level, and where
+the CPU went meanwhile: gunicorn's processes and this load generator, in ms of
+CPU per request, and how busy the machine's cores were (PostgreSQL, Redis and
+anything else running included). The load generator shares the 2 cores with
+the server: figures are for comparison within a run, not capacity planning.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -67,6 +70,37 @@ async def hammer(base: str, key: str, concurrency: int, total: int, make: Any) -
     }
 
 
+class CpuMeter:
+    """CPU spent by the server's process tree and by this process, and the cores' busy share."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+        self.me = psutil.Process()
+
+    def _server_cpu(self) -> float:
+        total = 0.0
+        for proc in [self.server, *self.server.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:  # a worker recycled meanwhile (max_requests)
+                continue
+            total += times.user + times.system
+        return total
+
+    def __enter__(self) -> CpuMeter:
+        self.server0, self.me0 = self._server_cpu(), sum(self.me.cpu_times()[:2])
+        self.machine0 = psutil.cpu_times()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server_s = self._server_cpu() - self.server0
+        self.client_s = sum(self.me.cpu_times()[:2]) - self.me0
+        end = psutil.cpu_times()
+        idle = (end.idle + end.iowait) - (self.machine0.idle + self.machine0.iowait)
+        total = sum(end) - sum(self.machine0)
+        self.busy = 1 - idle / total if total else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="per endpoint and level")
@@ -90,7 +124,8 @@ def main() -> None:
             await hammer(st.api, key, 4, 40, lambda n: ("POST", START, {**body, "session_id": f"{run}-warm-{n}"}))
 
         asyncio.run(warm())
-        print(f"{'endpoint':<24} {'conc':>4} {'req/s':>8} {'median ms':>10} {'p99 ms':>8}  ok")
+        print(f"{'endpoint':<24} {'conc':>4} {'req/s':>8} {'median ms':>10} {'p99 ms':>8} "
+              f"{'server cpu ms':>13} {'client cpu ms':>13} {'cores busy':>10}  ok")
         for concurrency in args.concurrency:
             kinds = {
                 "start-voice-session": lambda n, c=concurrency: ("POST", START, {**body, "session_id": f"{run}-{c}-{n}"}),
@@ -98,9 +133,12 @@ def main() -> None:
                 "/healthz (floor)": lambda n: ("GET", "/healthz", None),
             }
             for name, make in kinds.items():
-                result = asyncio.run(hammer(st.api, key, concurrency, args.requests, make))
+                with CpuMeter(st.procs["gunicorn"].pid) as cpu:
+                    result = asyncio.run(hammer(st.api, key, concurrency, args.requests, make))
                 print(f"{name:<24} {concurrency:>4} {result['rps']:>8.1f} {result['median']:>10.1f} "
-                      f"{result['p99']:>8.1f}  {result['ok']:.0%} {result['statuses']}")
+                      f"{result['p99']:>8.1f} {cpu.server_s * 1000 / args.requests:>13.2f} "
+                      f"{cpu.client_s * 1000 / args.requests:>13.2f} {cpu.busy:>10.0%}  "
+                      f"{result['ok']:.0%} {result['statuses']}")
         forget(st.env, run)
 
 

@@ -311,17 +311,17 @@ async def run_cycles(
         return tally, time.monotonic() - began
 
 
-def audit(env: dict[str, str], run: str) -> dict[str, Any]:
+def audit(env: dict[str, str], run: str, company_id: int) -> dict[str, Any]:
     """Database vs livekit-server, in a child process set up for the bench database.
 
     Every session of the run counts, also one the server created for a request
     the client had given up on."""
     code = (
         "import json, sys, django; django.setup()\n"
-        "from sessions.models import ConversationSession, TERMINAL_STATUSES\n"
+        "from sessions.models import CompanyLiveSessions, ConversationSession, LIVE_STATUSES, TERMINAL_STATUSES\n"
         "from sessions import livekit_gateway as lk\n"
         "from sessions.services import sessions_reconcile\n"
-        "run = json.load(sys.stdin)\n"
+        "run, company_id = json.load(sys.stdin)\n"
         "rows = list(ConversationSession.objects.filter(session_id__startswith=run + '-').values('agent_room_name', 'agent_status'))\n"
         "rooms = {r['agent_room_name'] for r in rows}\n"
         "on_server = lk.rooms_existing()\n"
@@ -329,12 +329,16 @@ def audit(env: dict[str, str], run: str) -> dict[str, Any]:
         "dispatches = sum(len(lk.dispatches_for(name)) for name in leaked)\n"
         "statuses = {}\n"
         "for r in rows: statuses[r['agent_status']] = statuses.get(r['agent_status'], 0) + 1\n"
+        # the admission counter, before reconcile could repair it, against the sessions table
+        "counter = CompanyLiveSessions.objects.filter(company_id=company_id).values_list('live', flat=True).first() or 0\n"
+        "live = ConversationSession.objects.filter(company_id=company_id, agent_status__in=LIVE_STATUSES).count()\n"
         "report = vars(sessions_reconcile())\n"
         "print(json.dumps({'sessions': len(rows), 'statuses': statuses, 'rooms_on_server': len(on_server),"
-        " 'leaked_rooms': leaked, 'leaked_dispatches': dispatches, 'reconcile': report}))\n"
+        " 'leaked_rooms': leaked, 'leaked_dispatches': dispatches, 'reconcile': report,"
+        " 'live_counter': counter, 'live_sessions': live}))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, input=json.dumps(run),
+        [sys.executable, "-c", code], cwd=ROOT, env=env, input=json.dumps([run, company_id]),
         capture_output=True, text=True, check=True, timeout=300,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -357,7 +361,7 @@ def main() -> int:
         asyncio.run(warm_up(st.api, ids["widget_key"]))
         tally, elapsed = asyncio.run(run_cycles(st.api, ids, args.cycles, args.concurrency, args.deadline, run))
         time.sleep(2)  # the last webhooks land
-        found = audit(st.env, run)
+        found = audit(st.env, run, ids["company_id"])
 
     fives = sum(n for code, n in tally.statuses.items() if code >= 500)
     terminal = sum(n for status, n in found["statuses"].items() if status in TERMINAL)
@@ -369,9 +373,11 @@ def main() -> int:
     print(f"audit: {found['sessions']} sessions, {terminal} terminal {found['statuses']}")
     print(f"  leaked rooms: {len(found['leaked_rooms'])}, orphan dispatches: {found['leaked_dispatches']}, "
           f"reconcile afterwards: {found['reconcile']}")
+    print(f"  the company's live-session counter: {found['live_counter']} (live sessions in the table: {found['live_sessions']})")
     for error in tally.errors[:10]:
         print("  error:", error)
-    ok = fives == 0 and not found["leaked_rooms"] and terminal == found["sessions"] and not tally.errors
+    ok = (fives == 0 and not found["leaked_rooms"] and terminal == found["sessions"] and not tally.errors
+          and found["live_counter"] == found["live_sessions"])
     print("RESULT:", "clean" if ok else "FINDINGS (see above)")
     return 0 if ok else 1
 
