@@ -37,6 +37,11 @@ def _reachable(url: str) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Django's live server (pytest-django's live_server) on the same port as the
+    # tests that serve the API themselves: TEST_LIVESERVER_PORT moves both, so two
+    # checkouts' suites can run side by side.
+    if not config.option.liveserver:
+        config.option.liveserver = f"127.0.0.1:{os.environ.get('TEST_LIVESERVER_PORT', '18765')}"
     missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
     if missing:
         raise pytest.UsageError(

@@ -234,8 +234,11 @@ LIVEKIT_CONFERENCE_AGENT_NAME = env.str(
 )
 # A session whose agent has not joined this long after dispatch is failed by reconcile.
 AGENT_START_TIMEOUT_SECONDS = env.int("AGENT_START_TIMEOUT_SECONDS", default=60)
-# A session stuck in pending/dispatching this long (lost task, broker outage) is retried or failed.
+# A session stuck in pending/dispatching this long (lost task, broker outage) is failed.
 AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", default=120)
+# A session still pending this long (its dispatch task never ran: lost in a broker
+# restart) has the task queued again by reconcile, until the dispatch timeout; 0: never.
+AGENT_REQUEUE_AFTER_SECONDS = env.int("AGENT_REQUEUE_AFTER_SECONDS", default=20)
 
 # --- Agent workers (manage.py run_voice_agent / run_conference_agent) ------------------
 

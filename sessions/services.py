@@ -549,6 +549,7 @@ def sessions_reconcile() -> ReconcileReport:
     """Bring the database in line with what LiveKit reports. Run by Celery beat.
 
     - starting longer than AGENT_START_TIMEOUT_SECONDS: no worker took the job; fail and clean up;
+    - pending longer than AGENT_REQUEUE_AFTER_SECONDS: its task may be lost; queue it again;
     - pending/dispatching longer than AGENT_DISPATCH_TIMEOUT_SECONDS: the task was lost; fail;
     - starting/active/stopping whose room LiveKit no longer has: stopped (or failed before join);
     - stopping whose room still exists: close it again;
@@ -572,18 +573,29 @@ def sessions_reconcile() -> ReconcileReport:
     # A room we just created may not be listed yet; give every change a short grace.
     grace = timedelta(seconds=5)
 
+    requeue_after = settings.AGENT_REQUEUE_AFTER_SECONDS
+
     for session in live:
         age = now - session.status_changed_at
         status = session.agent_status
         if status in (AgentStatus.PENDING, AgentStatus.DISPATCHING):
-            if age > dispatch_limit and session_fail(
-                session_pk=session.pk,
-                reason=f"The agent was not dispatched within {settings.AGENT_DISPATCH_TIMEOUT_SECONDS} s "
-                "(is a Celery worker running, and LiveKit reachable?).",
-            ):
-                report.failed += 1
-                if session.agent_room_name in on_server:
-                    lk.room_close(session.agent_room_name, session.dispatch_id)
+            if age > dispatch_limit:
+                if session_fail(
+                    session_pk=session.pk,
+                    reason=f"The agent was not dispatched within {settings.AGENT_DISPATCH_TIMEOUT_SECONDS} s "
+                    "(is a Celery worker running, and LiveKit reachable?).",
+                ):
+                    report.failed += 1
+                    if session.agent_room_name in on_server:
+                        lk.room_close(session.agent_room_name, session.dispatch_id)
+            elif status == AgentStatus.PENDING and requeue_after and age.total_seconds() > requeue_after:
+                # No task has taken it yet: the queue is slow, or the task was lost
+                # (a broker restarted without persistence). Queue it again; a
+                # second delivery of a dispatch is harmless (session_dispatch).
+                # A dispatching session has a task retrying it: left alone.
+                logger.warning("session %s pending for %.0f s: dispatch queued again", session.pk, age.total_seconds())
+                if _enqueue("dispatch_agent", session.pk):
+                    report.requeued += 1
             continue
         if age < grace:
             continue

@@ -48,6 +48,7 @@ from livekit import api
 from sessions import livekit_gateway as lk
 from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSession
 from sessions.services import session_dispatch, session_start, sessions_reconcile, session_transition
+from agentconnect.celery import app as celery_app
 from sessions import tasks
 from sessions.tasks import dispatch_agent
 from tests.factories import VoiceAgentFactory
@@ -451,6 +452,41 @@ def test_reconcile_closes_rooms_of_ended_sessions(livekit_stack: dict[str, Any])
     # and listing a missing room's dispatches is itself an error.)
     assert len(dispatches_on(livekit, live.agent_room_name)) == 1
     assert status_of("live") == AgentStatus.STARTING
+
+
+def test_dispatch_task_lost_in_a_broker_restart_is_queued_again_by_reconcile(
+    livekit_stack: dict[str, Any], redis_server: PrivateRedis
+) -> None:
+    """Redis restarts without persistence while a dispatch task waits in it: the
+    session would sit pending until the dispatch timeout failed it. Reconcile,
+    run by the Celery worker as beat would, queues the task again and the agent
+    is dispatched."""
+    livekit: PrivateLiveKit = livekit_stack["livekit"]
+    livekit_stack["worker"].stop()  # nobody takes the task before it is lost
+    agent = VoiceAgentFactory()
+    widget = Widget(livekit_stack["web_port"], agent)
+    response = widget.start("lost-task")
+    assert response.status_code == 201, response.text
+    room = response.json()["room_name"]
+    redis_server.stop()
+    redis_server.start()  # an empty broker: the task is gone
+    worker = start_celery(livekit_stack["env"])
+    try:
+        ConversationSession.objects.filter(session_id="lost-task").update(
+            status_changed_at=timezone.now() - timedelta(seconds=settings.AGENT_REQUEUE_AFTER_SECONDS + 5)
+        )
+        assert status_of("lost-task") == AgentStatus.PENDING
+
+        # what beat does every CELERY_RECONCILE_INTERVAL_SECONDS, on the stack's broker
+        with celery_app.connection_for_write(redis_server.url(0)) as broker:
+            tasks.reconcile_sessions.apply_async(connection=broker)
+        wait_for(lambda: status_of("lost-task") == AgentStatus.STARTING, timeout=30, what="dispatched after the requeue")
+        worker.wait_for_output("dispatch queued again", timeout=10)
+        assert rooms_on(livekit, [room]) == {room}
+        assert len(dispatches_on(livekit, room)) == 1
+    finally:
+        worker.stop()
+        show(worker)
 
 
 # --- a Celery task delivered twice ---------------------------------------------------------------
