@@ -156,8 +156,12 @@ def free_port() -> int:
 
 
 def ensure_services() -> None:
-    """The shared PostgreSQL and Redis (started if down; never stopped here: others use them)."""
-    if port_open(54329) and port_open(63799):
+    """The shared PostgreSQL and Redis (started if down; never stopped here: others use them),
+    on the ports scripts/test-services.sh wrote to .run/test/env (its defaults before a first start)."""
+    test = _test_env_file()
+    pg = urlparse(os.environ.get("DATABASE_URL") or test.get("DATABASE_URL", "postgres://127.0.0.1:54329")).port
+    redis = urlparse(os.environ.get("REDIS_URL") or test.get("REDIS_URL", "redis://127.0.0.1:63799")).port
+    if port_open(pg or 54329) and port_open(redis or 63799):
         return
     subprocess.run([str(ROOT / "scripts" / "test-services.sh"), "start"], cwd=ROOT, check=True, timeout=180)
 
