@@ -116,7 +116,7 @@ def main() -> None:
     print(
         "   agent configuration: endpointing min_delay {endpointing_min_delay:.2f} s (max_delay"
         " {endpointing_max_delay:.2f} s), VAD min_silence_duration {vad_min_silence_duration:.2f} s,"
-        " preemptive TTS {preemptive}".format(preemptive=bool(config["preemptive_tts"]), **config)
+        " VAD deactivation threshold {vad_deactivation_threshold:.2f}, preemptive TTS {preemptive}".format(preemptive=bool(config["preemptive_tts"]), **config)
     )
     print(f"   subtracted: {subtract:.2f} s = max(VAD min_silence_duration, endpointing min_delay); they overlap")
     print(f"   raw latency:        {S.fmt_ms(latency)}")

@@ -116,9 +116,9 @@ def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
     engine: stt.STT = providers.stt
     if engine.capabilities.streaming:
         return engine, providers.vad
-    from voiceagents.providers.factory import load_vad, turn_settings
+    from voiceagents.providers.factory import settings_vad
 
-    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad(turn_settings(settings)[0])), None
+    return stt.StreamAdapter(stt=engine, vad=providers.vad or settings_vad(settings)), None
 
 
 class Conference:

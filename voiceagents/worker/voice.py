@@ -20,9 +20,9 @@ def prewarm(proc: JobProcess) -> None:
     import django
 
     django.setup()
-    from voiceagents.providers.factory import load_vad, prewarm_clients, turn_settings
+    from voiceagents.providers.factory import prewarm_clients, settings_vad
 
-    load_vad(turn_settings(settings)[0])  # cached for the process; every session in it reuses the model
+    settings_vad(settings)  # cached for the process; every session in it reuses the model
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
 
 
