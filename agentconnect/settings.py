@@ -276,6 +276,12 @@ AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # after the last word; silero's default is 0.35. At most 0.5, the probability speech
 # has to reach to start: above that it would have no effect.
 AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD", default=0.5)
+# The agent's words reach the room (the widget's captions) in step with its voice, and an
+# interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
+# is written and an interrupted reply is kept whole; the reply's first audio frame goes
+# out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
+# whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
+AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
 if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:

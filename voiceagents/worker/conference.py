@@ -173,6 +173,7 @@ class Conference:
                 audio_input=False,  # we feed the session (mixed) or bypass its ears (per_participant)
                 text_input=False,
                 video_input=False,
+                text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
                 participant_identity=first.identity,
                 close_on_disconnect=False,  # one person leaving does not end a conference
                 delete_room_on_close=True,

@@ -66,6 +66,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
             # per-person streams use 20 ms too)
             audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
             video_input=False,
+            text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
             close_on_disconnect=True,
             delete_room_on_close=True,
         ),
