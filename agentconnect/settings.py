@@ -274,10 +274,23 @@ AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
 AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", default=0.5)
 AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
+# The VAD's speech probability (smoothed) below which speech is over. The endpointing
+# delay counts from the first window under it, so a higher value ends the turn sooner
+# after the last word; silero's default is 0.35. At most 0.5, the probability speech
+# has to reach to start: above that it would have no effect.
+AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD", default=0.5)
+# The agent's words reach the room (the widget's captions) in step with its voice, and an
+# interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
+# is written and an interrupted reply is kept whole; the reply's first audio frame goes
+# out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
+# whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
+AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
 if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:
     raise ImproperlyConfigured("AGENT_VAD_MIN_SILENCE_SECONDS must be between 0.05 and 5")
+if not 0.01 <= AGENT_VAD_DEACTIVATION_THRESHOLD <= 0.5:
+    raise ImproperlyConfigured("AGENT_VAD_DEACTIVATION_THRESHOLD must be between 0.01 and 0.5")
 # How a conference agent hears the room (docs/benchmarks.md, "Conference"):
 # per_participant: one VAD + STT stream per person, every utterance carries its speaker
 # (STT cost and connections grow with the number of people); mixed: one STT stream on

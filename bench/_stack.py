@@ -618,7 +618,7 @@ def endpointing_config() -> dict[str, float]:
     from django.conf import settings
     from livekit.agents.voice import turn as lk_turn
 
-    from voiceagents.providers.factory import turn_settings
+    from voiceagents.providers.factory import turn_settings, vad_settings
 
     min_silence, min_delay, preemptive_tts = turn_settings(settings)
     defaults = dict(getattr(lk_turn, "_ENDPOINTING_DEFAULTS", {}))
@@ -626,6 +626,7 @@ def endpointing_config() -> dict[str, float]:
         "endpointing_min_delay": min_delay,
         "endpointing_max_delay": float(defaults.get("max_delay", 3.0)),
         "vad_min_silence_duration": min_silence,
+        "vad_deactivation_threshold": vad_settings(settings)[1],
         "preemptive_tts": float(preemptive_tts),
     }
 

@@ -95,6 +95,8 @@ def main() -> None:
     args = parser.parse_args()
 
     S.prepare()
+    from django.conf import settings
+
     config = S.endpointing_config()
     subtract = max(config["vad_min_silence_duration"], config["endpointing_min_delay"])
     agent = S.make_agent(greeting_message="Hello.", **S.STUB_PROVIDERS)
@@ -116,7 +118,10 @@ def main() -> None:
     print(
         "   agent configuration: endpointing min_delay {endpointing_min_delay:.2f} s (max_delay"
         " {endpointing_max_delay:.2f} s), VAD min_silence_duration {vad_min_silence_duration:.2f} s,"
-        " preemptive TTS {preemptive}".format(preemptive=bool(config["preemptive_tts"]), **config)
+        " VAD deactivation threshold {vad_deactivation_threshold:.2f}, preemptive TTS {preemptive},"
+        " captions synced to the voice {synced}".format(
+            preemptive=bool(config["preemptive_tts"]), synced=bool(settings.AGENT_SYNC_TRANSCRIPTION), **config
+        )
     )
     print(f"   subtracted: {subtract:.2f} s = max(VAD min_silence_duration, endpointing min_delay); they overlap")
     print(f"   raw latency:        {S.fmt_ms(latency)}")

@@ -56,6 +56,9 @@ TurnDetection = Literal["vad", "stt"]
 # settings.AGENT_ENDPOINTING_DELAY_SECONDS / AGENT_VAD_MIN_SILENCE_SECONDS when not set
 DEFAULT_ENDPOINTING_DELAY = 0.5
 DEFAULT_VAD_MIN_SILENCE = 0.25
+# settings.AGENT_VAD_DEACTIVATION_THRESHOLD when not set; silero's own default is 0.35
+# (its activation threshold 0.5 minus 0.15)
+DEFAULT_VAD_DEACTIVATION = 0.5
 
 
 class ProviderConfigError(ValueError):
@@ -106,21 +109,42 @@ class Providers:
 
 
 _VAD_LOCK = threading.Lock()
-_VADS: dict[float, vad.VAD] = {}
+_VADS: dict[tuple[float, float], vad.VAD] = {}
 
 
-def load_vad(min_silence: float = DEFAULT_VAD_MIN_SILENCE) -> vad.VAD:
+def load_vad(
+    min_silence: float = DEFAULT_VAD_MIN_SILENCE, deactivation_threshold: float = DEFAULT_VAD_DEACTIVATION
+) -> vad.VAD:
     """The process's Silero VAD, loaded on first call (blocking, ~0.1 s) and then reused.
 
     One instance serves every session in the process: each ``stream()`` keeps its own
     model state over a shared ONNX session. Call it in a worker's prewarm to pay the load
     before the first job. ``min_silence``: seconds of silence that end an utterance.
+    ``deactivation_threshold``: the smoothed speech probability below which a window
+    counts as silence once speech has started. The endpointing delay is counted from the
+    first such window, so the higher it is, the sooner after the last word the turn ends.
     """
+    key = (min_silence, deactivation_threshold)
     with _VAD_LOCK:
-        loaded = _VADS.get(min_silence)
+        loaded = _VADS.get(key)
         if loaded is None:
-            loaded = _VADS[min_silence] = silero.VAD.load(min_silence_duration=min_silence)
+            loaded = _VADS[key] = silero.VAD.load(
+                min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold
+            )
         return loaded
+
+
+def vad_settings(settings: Any) -> tuple[float, float]:
+    """(VAD min silence, VAD deactivation threshold) from settings, with our defaults."""
+    return (
+        turn_settings(settings)[0],
+        float(getattr(settings, "AGENT_VAD_DEACTIVATION_THRESHOLD", DEFAULT_VAD_DEACTIVATION)),
+    )
+
+
+def settings_vad(settings: Any) -> vad.VAD:
+    """``load_vad`` as the settings configure it."""
+    return load_vad(*vad_settings(settings))
 
 
 def turn_settings(settings: Any) -> tuple[float, float, bool]:
@@ -169,17 +193,17 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         # the plugins validate their own arguments with ValueError
         raise ProviderConfigError(str(e)) from e
 
-    min_silence, endpointing_delay, preemptive_tts = turn_settings(settings)
+    _, endpointing_delay, preemptive_tts = turn_settings(settings)
     session_vad: vad.VAD | None
     turn_detection: TurnDetection
     if vad_enabled:
-        session_vad = load_vad(min_silence)
+        session_vad = settings_vad(settings)
         turn_detection = "vad"
     else:
         session_vad = None
         turn_detection = "stt"
         if not stt_plugin.capabilities.streaming:
-            stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=load_vad(min_silence))
+            stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=settings_vad(settings))
 
     return Providers(
         stt=stt_plugin,

@@ -311,18 +311,22 @@ def test_factory_builds_every_combination(stub: StubServer) -> None:
 
 
 def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) -> None:
-    """AGENT_VAD_MIN_SILENCE_SECONDS sets the VAD's silence, AGENT_ENDPOINTING_DELAY_SECONDS
-    the session's endpointing, AGENT_PREEMPTIVE_TTS whether the reply is voiced early."""
+    """AGENT_VAD_MIN_SILENCE_SECONDS and AGENT_VAD_DEACTIVATION_THRESHOLD set the VAD's
+    silence and end-of-speech threshold, AGENT_ENDPOINTING_DELAY_SECONDS the session's
+    endpointing, AGENT_PREEMPTIVE_TTS whether the reply is voiced early."""
     settings = stub.settings()
     settings.AGENT_VAD_MIN_SILENCE_SECONDS = 0.4
+    settings.AGENT_VAD_DEACTIVATION_THRESHOLD = 0.3
     settings.AGENT_ENDPOINTING_DELAY_SECONDS = 0.7
     settings.AGENT_PREEMPTIVE_TTS = False
 
     providers = build_providers(FULL_CONFIG, settings=settings)
 
-    assert providers.vad is load_vad(0.4)
+    assert providers.vad is load_vad(0.4, 0.3)
     assert providers.vad is not load_vad()
+    assert providers.vad is not load_vad(0.4)
     assert providers.vad._opts.min_silence_duration == 0.4  # type: ignore[attr-defined]
+    assert providers.vad._opts.deactivation_threshold == 0.3  # type: ignore[attr-defined]
     handling = providers.session_kwargs()["turn_handling"]
     assert handling["endpointing"] == {"min_delay": 0.7}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}

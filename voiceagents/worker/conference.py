@@ -116,9 +116,9 @@ def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
     engine: stt.STT = providers.stt
     if engine.capabilities.streaming:
         return engine, providers.vad
-    from voiceagents.providers.factory import load_vad, turn_settings
+    from voiceagents.providers.factory import settings_vad
 
-    return stt.StreamAdapter(stt=engine, vad=providers.vad or load_vad(turn_settings(settings)[0])), None
+    return stt.StreamAdapter(stt=engine, vad=providers.vad or settings_vad(settings)), None
 
 
 class Conference:
@@ -173,6 +173,7 @@ class Conference:
                 audio_input=False,  # we feed the session (mixed) or bypass its ears (per_participant)
                 text_input=False,
                 video_input=False,
+                text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
                 participant_identity=first.identity,
                 close_on_disconnect=False,  # one person leaving does not end a conference
                 delete_room_on_close=True,

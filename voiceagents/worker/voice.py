@@ -20,9 +20,9 @@ def prewarm(proc: JobProcess) -> None:
     import django
 
     django.setup()
-    from voiceagents.providers.factory import load_vad, prewarm_clients, turn_settings
+    from voiceagents.providers.factory import prewarm_clients, settings_vad
 
-    load_vad(turn_settings(settings)[0])  # cached for the process; every session in it reuses the model
+    settings_vad(settings)  # cached for the process; every session in it reuses the model
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
 
 
@@ -66,6 +66,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
             # per-person streams use 20 ms too)
             audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
             video_input=False,
+            text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
             close_on_disconnect=True,
             delete_room_on_close=True,
         ),
