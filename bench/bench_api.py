@@ -144,14 +144,12 @@ def main() -> None:
 
 def forget(env: dict[str, str], run: str) -> None:
     """The run's sessions were never dispatched (no Celery worker here): remove them from
-    the bench database, so a later run's reconcile does not count them, and recount the
-    company's live-session counter that the deletion left behind."""
+    the bench database, so a later run's reconcile does not count them (deleting a live
+    session gives its company's counted place back)."""
     code = (
         "import sys, django; django.setup()\n"
         "from sessions.models import ConversationSession\n"
-        "from sessions.services import live_counters_repair\n"
         "ConversationSession.objects.filter(session_id__startswith=sys.argv[1] + '-').delete()\n"
-        "live_counters_repair()\n"
     )
     subprocess.run([sys.executable, "-c", code, run], cwd=ROOT_DIR, env=env, check=True, timeout=120)
 

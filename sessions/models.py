@@ -92,11 +92,12 @@ class ConversationSession(models.Model):
 class CompanyLiveSessions(models.Model):
     """How many live sessions a company has: the admission counter.
 
-    Kept in step with the sessions table by the session services, in the same
-    transaction as every change that makes a session live (a start) or ends
-    it (a terminal transition); reconcile repairs any drift. A row of its own,
-    not a column of Company: saving a company (the admin) never overwrites
-    it, and starts never lock the company row.
+    Kept in step with the sessions table: admission increments it in the start
+    transaction (sessions.services._admit), and a database trigger decrements
+    it in the statement that ends a session (to stopped or failed) or deletes
+    a live one (migration 0004); reconcile repairs any drift. A row of its
+    own, not a column of Company: saving a company (the admin) never
+    overwrites it, and starts never lock the company row.
     """
 
     company = models.OneToOneField(

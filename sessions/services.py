@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import uuid
@@ -12,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Subquery, Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -52,19 +51,16 @@ def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
         fields["failure_reason"] = (fields.get("failure_reason") or "unknown failure")[
             :MAX_FAILURE_REASON
         ]
-    ending = to in TERMINAL_STATUSES
-    if ending:
+    if to in TERMINAL_STATUSES:
         fields.setdefault("agent_stopped_at", now)
-    # Ending a session and giving its place back are one transaction.
-    with transaction.atomic() if ending else contextlib.nullcontext():
-        moved = (
-            ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
-                agent_status=to, status_changed_at=now, updated_at=now, **fields
-            )
-            == 1
+    # Ending a session also gives its company's counted place back, in this same
+    # statement: a database trigger (migration 0004) decrements CompanyLiveSessions.
+    moved = (
+        ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
+            agent_status=to, status_changed_at=now, updated_at=now, **fields
         )
-        if moved and ending:  # every source of a terminal status is live
-            _release(session_pk)
+        == 1
+    )
     if moved:
         logger.info("session %s -> %s", session_pk, to, extra={"session_pk": session_pk})
         observe_status_change(session_pk=session_pk, to=to, fields=fields)  # dispatch latency, failures
@@ -165,14 +161,6 @@ def _admit(company: Company) -> None:
             "End one and try again.",
             details={"limit": limit, "scope": "company"},
         )
-
-
-def _release(session_pk: int) -> None:
-    """The session ended: its company's counter gives the place back (never below zero)."""
-    CompanyLiveSessions.objects.filter(
-        company_id=Subquery(ConversationSession.objects.filter(pk=session_pk).values("company_id")[:1]),
-        live__gt=0,
-    ).update(live=F("live") - 1)
 
 
 def session_start(
@@ -491,8 +479,9 @@ def live_counters_repair() -> int:
     """Set every company's live-session counter that disagrees with the sessions
     table back to the truth; the number of companies repaired.
 
-    The services keep the two in step; only a change made around them (a row
-    deleted or edited by hand) makes them drift. A difference seen without
+    Admission and the release trigger keep the two in step; only a change made
+    around them (a counter edited by hand, sessions inserted or revived by
+    hand) makes them drift. A difference seen without
     locks may just be a start or an end in flight, so each suspect is
     recounted under its counter row's lock: a start or end that has already
     moved the counter holds that lock until its commit, and one that has not

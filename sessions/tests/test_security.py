@@ -341,6 +341,17 @@ def test_live_counter_follows_starts_ends_retries_and_refusals(
     assert live_counter(company) == 1
     assert client.post(START, {**body, "session_id": "c"}, format="json").status_code == 201
     assert live_counter(company) == live_in_table(company) == 2
+    # the database gives the place back however a session ends: a status written
+    # around the services, or a live session deleted
+    c = ConversationSession.objects.get(session_id="c")
+    ConversationSession.objects.filter(pk=c.pk).update(agent_status=AgentStatus.FAILED, failure_reason="by hand")
+    assert live_counter(company) == live_in_table(company) == 1
+    assert client.post(START, {**body, "session_id": "d"}, format="json").status_code == 201
+    ConversationSession.objects.filter(session_id="d").delete()
+    ConversationSession.objects.filter(pk=c.pk).delete()  # an ended one: no place to give back
+    assert live_counter(company) == live_in_table(company) == 1
+    assert client.post(START, {**body, "session_id": "e"}, format="json").status_code == 201
+    assert live_counter(company) == live_in_table(company) == 2
     # staff see it beside the limit
     admin = Client()
     admin.force_login(get_user_model().objects.create_superuser("root", password="pw"))
