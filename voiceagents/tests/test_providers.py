@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from livekit.agents import APIError, Agent, AgentSession, llm, stt, utils
+from livekit.agents import APIError, Agent, AgentSession, llm, room_io, stt, utils
 from livekit.agents.voice.run_result import RunResult
 from livekit.plugins import deepgram, groq, openai
 
@@ -330,6 +330,23 @@ def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) ->
     handling = providers.session_kwargs()["turn_handling"]
     assert handling["endpointing"] == {"min_delay": 0.7}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_the_voice_agent_hears_only_its_visitor_in_20_ms_frames_and_syncs_captions_as_set(
+    settings: Any, sync: bool
+) -> None:
+    from voiceagents.worker.voice import voice_room_options
+
+    settings.AGENT_SYNC_TRANSCRIPTION = sync
+    options = voice_room_options("visitor-1")
+    assert options.participant_identity == "visitor-1"
+    assert isinstance(options.audio_input, room_io.AudioInputOptions)
+    assert options.audio_input.frame_size_ms == 20
+    assert options.video_input is False
+    assert isinstance(options.text_output, room_io.TextOutputOptions)
+    assert options.text_output.sync_transcription is sync
+    assert options.close_on_disconnect is True and options.delete_room_on_close is True
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,22 @@ def prewarm(proc: JobProcess) -> None:
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
 
 
+def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
+    """How the one-to-one agent sits in the room: it hears only the visitor, and the
+    conversation (and the room) end when the visitor leaves."""
+    return room_io.RoomOptions(
+        participant_identity=visitor_identity,
+        # 20 ms frames instead of RoomIO's 50: the VAD hears the end of speech up
+        # to 30 ms sooner, for a few more wakeups a second (the conference agent's
+        # per-person streams use 20 ms too)
+        audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
+        video_input=False,
+        text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
+        close_on_disconnect=True,
+        delete_room_on_close=True,
+    )
+
+
 async def voice_entrypoint(ctx: JobContext) -> None:
     from voiceagents.providers.factory import ProviderConfigError, build_providers
 
@@ -59,17 +75,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     await session.start(
         agent=agent_for(config),
         room=ctx.room,
-        room_options=room_io.RoomOptions(
-            participant_identity=visitor.identity,
-            # 20 ms frames instead of RoomIO's 50: the VAD hears the end of speech up
-            # to 30 ms sooner, for a few more wakeups a second (the conference agent's
-            # per-person streams use 20 ms too)
-            audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
-            video_input=False,
-            text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
-            close_on_disconnect=True,
-            delete_room_on_close=True,
-        ),
+        room_options=voice_room_options(visitor.identity),
     )
     greeting = str(config.get("greeting_message") or "")
     if greeting:
