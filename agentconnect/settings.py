@@ -276,9 +276,10 @@ AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", defau
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # The VAD's speech probability (smoothed) below which speech is over. The endpointing
 # delay counts from the first window under it, so a higher value ends the turn sooner
-# after the last word; silero's default is 0.35. At most 0.5, the probability speech
-# has to reach to start: above that it would have no effect.
-AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD", default=0.5)
+# after the last word (a few ms in docs/benchmarks.md) but may close an utterance at a
+# soft syllable or pause; 0.35 is silero's own default. At most 0.5, the probability
+# speech has to reach to start: above that it would have no effect.
+AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD", default=0.35)
 # The agent's words reach the room (the widget's captions) in step with its voice, and an
 # interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
 # is written and an interrupted reply is kept whole; the reply's first audio frame goes

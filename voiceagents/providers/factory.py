@@ -56,9 +56,9 @@ TurnDetection = Literal["vad", "stt"]
 # settings.AGENT_ENDPOINTING_DELAY_SECONDS / AGENT_VAD_MIN_SILENCE_SECONDS when not set
 DEFAULT_ENDPOINTING_DELAY = 0.5
 DEFAULT_VAD_MIN_SILENCE = 0.25
-# settings.AGENT_VAD_DEACTIVATION_THRESHOLD when not set; silero's own default is 0.35
+# settings.AGENT_VAD_DEACTIVATION_THRESHOLD when not set: silero's own default
 # (its activation threshold 0.5 minus 0.15)
-DEFAULT_VAD_DEACTIVATION = 0.5
+DEFAULT_VAD_DEACTIVATION = 0.35
 
 
 class ProviderConfigError(ValueError):
