@@ -176,7 +176,8 @@ class Conference:
                 text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
                 participant_identity=first.identity,
                 close_on_disconnect=False,  # one person leaving does not end a conference
-                delete_room_on_close=True,
+                # the room is deleted once the session's end is recorded (Conversation._on_shutdown)
+                delete_room_on_close=False,
             ),
         )
         self.audience.start()

@@ -170,8 +170,7 @@ class Conversation:
         logger.error("conversation failed: %s", reason, extra=self.ctx.log_context_fields)
         self._error = reason
         await self._finish()
-        self.ctx.delete_room()
-        self.ctx.shutdown(reason)
+        self.ctx.shutdown(reason)  # _on_shutdown deletes the room
 
     async def connect(self, *, auto_subscribe: AutoSubscribe) -> None:
         """Join the room and make the agent visible to everyone in it at once.
@@ -259,7 +258,10 @@ class Conversation:
 
     async def _on_shutdown(self, reason: str) -> None:
         # Every way out of a job (visitor left, session error, drain timeout,
-        # stop from the API) passes here: the database hears how it ended.
+        # stop from the API) passes here: the database hears how it ended, and
+        # only then is the room deleted. Deleted first (RoomIO's
+        # delete_room_on_close), the agent's departure reached the API as a
+        # webhook that could record "stopped" before this report of a failure.
         logger.info("job shutting down: %s", reason, extra=self.ctx.log_context_fields)
         if self.session is not None:
             try:
@@ -267,6 +269,10 @@ class Conversation:
             except Exception:
                 logger.warning("session did not close cleanly", exc_info=True)
         await self._finish()
+        try:
+            await asyncio.wait_for(self.ctx.delete_room(), timeout=5)
+        except Exception:
+            logger.warning("could not delete the room", exc_info=True)
 
 
 def describe_error(error: Any) -> str:

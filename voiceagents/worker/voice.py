@@ -38,7 +38,8 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
         video_input=False,
         text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
         close_on_disconnect=True,
-        delete_room_on_close=True,
+        # the room is deleted once the session's end is recorded (Conversation._on_shutdown)
+        delete_room_on_close=False,
     )
 
 
