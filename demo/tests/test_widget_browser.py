@@ -492,14 +492,25 @@ def test_demo_page_conversation_with_the_agent(
         said = page.locator('.ac-line[data-speaker="user"][data-final="true"]').first
         expect(said).to_be_visible(timeout=90_000)
         expect(said.locator(".ac-who")).to_have_text("You:")
-        heard = (said.locator(".ac-text").text_content() or "").strip()
-        assert heard, "the visitor's line is empty"
-        common = words(heard) & words(VISITOR_SENTENCE)
-        assert len(common) >= 3, f"the transcript {heard!r} is not what was said ({VISITOR_SENTENCE!r})"
         # The echo LLM answers with what it heard: a second agent line, spoken and transcribed.
         reply = page.locator('.ac-line[data-speaker="agent"]').nth(1)
         expect(reply).to_contain_text("You said", timeout=90_000)
         expect(reply).to_have_attribute("data-final", "true", timeout=60_000)
+        # The visitor's turn is every final line before that reply: the VAD hands an
+        # utterance to the STT after AGENT_VAD_MIN_SILENCE_SECONDS, shorter than the
+        # endpointing delay, so the pause after "Hello," may make it two lines.
+        heard = page.locator(".ac-line").evaluate_all(
+            """lines => { const said = []; let agent = 0;
+                for (const line of lines) {
+                  if (line.dataset.speaker === 'agent' && ++agent === 2) break;
+                  if (line.dataset.speaker === 'user' && line.dataset.final === 'true')
+                    said.push(line.querySelector('.ac-text').textContent.trim());
+                }
+                return said.join(' '); }"""
+        )
+        assert heard.strip(), "the visitor's lines are empty"
+        common = words(heard) & words(VISITOR_SENTENCE)
+        assert len(common) >= 3, f"the transcript {heard!r} is not what was said ({VISITOR_SENTENCE!r})"
         assert words(reply.locator(".ac-text").text_content() or "") & common
         shot = browser_run.screenshot(page, "mid-conversation")
         assert shot.stat().st_size > 10_000
