@@ -99,10 +99,6 @@ def transcribe_words(
     samples = np.clip(samples + noise, -32768, 32767).astype(np.int16)
     with _LOCK:
         decoder = _decoder()
-        # Fresh feature state (noise estimate, CMN) for every utterance: the
-        # decoder serves every session in the process, and what it heard before
-        # (another visitor, another room) must not change what it hears now.
-        decoder.reinit_feat()
         decoder.start_utt()
         # full_utt lets pocketsphinx normalise over the whole utterance (batch CMN)
         decoder.process_raw(samples.tobytes(), full_utt=True)
