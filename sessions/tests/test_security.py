@@ -240,25 +240,25 @@ def test_rate_strings() -> None:
 # --- admission control --------------------------------------------------------------------------
 
 
+def _start_at(barrier: threading.Barrier, company: Company, agent: VoiceAgent) -> str:
+    """One start from a thread of its own (own database connection), once everyone is ready."""
+    try:
+        barrier.wait(timeout=20)
+        session_start(company=company, agent_id=agent.pk)
+        return "ok"
+    except TooManySessions:
+        return "company_limit"
+    except AtCapacity:
+        return "at_capacity"
+    finally:
+        connection.close()
+
+
 def _race_starts(jobs: list[tuple[Company, VoiceAgent]]) -> list[str]:
     """Start one session per job, all at once, each thread on its own database connection."""
     barrier = threading.Barrier(len(jobs))
-
-    def one(job: tuple[Company, VoiceAgent]) -> str:
-        company, agent = job
-        try:
-            barrier.wait(timeout=20)
-            session_start(company=company, agent_id=agent.pk)
-            return "ok"
-        except TooManySessions:
-            return "company_limit"
-        except AtCapacity:
-            return "at_capacity"
-        finally:
-            connection.close()
-
     with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(one, jobs))
+        return list(pool.map(lambda job: _start_at(barrier, *job), jobs))
 
 
 def test_company_limit_is_atomic_under_concurrent_starts(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
@@ -375,19 +375,9 @@ def test_live_counter_stays_true_when_starts_and_ends_race(company: Company, age
         finally:
             connection.close()
 
-    def start(_: int) -> str:
-        try:
-            barrier.wait(timeout=20)
-            session_start(company=company, agent_id=agent.pk)
-            return "ok"
-        except TooManySessions:
-            return "company_limit"
-        finally:
-            connection.close()
-
     with ThreadPoolExecutor(18) as pool:
         ends = [pool.submit(end, pk) for pk in first]
-        starts = [pool.submit(start, n) for n in range(12)]
+        starts = [pool.submit(_start_at, barrier, company, agent) for _ in range(12)]
         outcomes = [f.result(timeout=60) for f in ends + starts]
     assert outcomes[:6] == ["ended"] * 6
     admitted = outcomes[6:].count("ok")
