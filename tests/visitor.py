@@ -120,10 +120,8 @@ class Visitor:
     async def speak(self, pcm: bytes, sample_rate: int, *, trailing_silence: float = 1.0) -> float:
         """Publish speech in real time; returns the monotonic time the speech ended."""
         if self._source is None:
-            self._source = rtc.AudioSource(SAMPLE_RATE, 1)
-            track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            await self.room.local_participant.publish_track(track, options)
+            await self.open_microphone()
+        assert self._source is not None
         samples = np.frombuffer(pcm, dtype=np.int16)
         if sample_rate != SAMPLE_RATE:
             positions = np.arange(0, samples.size, sample_rate / SAMPLE_RATE)
@@ -134,6 +132,32 @@ class Visitor:
         ended = time.monotonic()
         await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
         return ended
+
+    async def open_microphone(self, *, timeout: float = 20.0) -> None:
+        """Publish the microphone, sending silence until someone (the agent) has subscribed.
+
+        A browser opens its microphone on joining, long before the visitor speaks. Speech
+        pushed into a track nobody receives yet is lost: a visitor that published and spoke
+        at once lost its first syllables whenever the agent's subscription was slow.
+        """
+        self._source = rtc.AudioSource(SAMPLE_RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await self.room.local_participant.publish_track(track, options)
+        subscribed = asyncio.ensure_future(publication.wait_for_subscription())
+        per_frame = SAMPLE_RATE * FRAME_MS // 1000
+        silence = np.zeros(per_frame * 10, dtype=np.int16)
+        deadline = time.monotonic() + timeout
+        try:
+            while not subscribed.done():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"nobody subscribed to {self.name}'s microphone within {timeout:.0f} s")
+                await self._push(silence, per_frame)
+        finally:
+            subscribed.cancel()
+        # the subscriber's receiving side is set up just after it is reported subscribed
+        await self._push(np.zeros(SAMPLE_RATE * 3 // 10, dtype=np.int16), per_frame)
+        await self._source.wait_for_playout()
 
     async def _push(self, samples: np.ndarray, per_frame: int) -> None:
         assert self._source is not None

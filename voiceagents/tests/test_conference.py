@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -25,7 +24,7 @@ from sessions.models import AgentStatus, ConversationSession, TranscriptTurn
 from tests.factories import VoiceAgentFactory
 from tests.helpers import run_async, wait_for
 from tests.processes import Process, celery_worker, test_database_env
-from tests.visitor import SAMPLE_RATE, Visitor
+from tests.visitor import Visitor
 from voiceagents.catalog import AgentMode, ReplyPolicy
 from voiceagents.providers.offline_tts import synthesize_pcm
 
@@ -101,13 +100,6 @@ class Person(Visitor):
     def _note_agent(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity.startswith("agent-"):
             super()._note_agent(participant)
-
-    async def open_microphone(self) -> None:
-        """Publish the microphone and wait until the agent has subscribed to it."""
-        subscribed = asyncio.Event()
-        self.room.on("local_track_subscribed", lambda *_: subscribed.set())
-        await self.speak(np.zeros(SAMPLE_RATE // 10, dtype=np.int16).tobytes(), SAMPLE_RATE, trailing_silence=0)
-        await asyncio.wait_for(subscribed.wait(), 20)
 
     async def republish_microphone(self) -> None:
         """Unpublish the microphone and publish a new one (a device switch in a browser)."""
