@@ -19,6 +19,7 @@ mixer's clock.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import multiprocessing
 import threading
 from multiprocessing.pool import Pool
@@ -67,6 +68,9 @@ def decoding_process() -> Pool:
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = multiprocessing.get_context("spawn").Pool(processes=1, initializer=load_decoder)
+            # ended while the interpreter is whole: left to Pool.__del__ at exit, it
+            # tries to message its worker after multiprocessing's modules are torn down
+            atexit.register(_POOL.terminate)
         return _POOL
 
 

@@ -46,6 +46,10 @@ T = TypeVar("T")
 # en-us voice, on every path we use (22.05/24/48 kHz, direct, via the OpenAI upload and
 # the Deepgram socket). Others come out garbled: "hello how are you today" -> "the local
 # are you today", "good afternoon" -> "well that too", "i need help" -> "i need to".
+# espeak-ng never says a sentence the same way twice in one process (its pitch flutter
+# runs on from the previous synthesis), so each of these was decoded at 30 different
+# flutter phases: all 30 right. "please call me back" (29 of 30: "please don't be mad")
+# failed CI now and then, and was dropped.
 RELIABLE_SENTENCES = [
     "hello world",
     "can you hear me",
@@ -55,7 +59,7 @@ RELIABLE_SENTENCES = [
     "what is your name",
     "one two three four five",
     "thank you",
-    "please call me back",
+    "good morning",
 ]
 
 FULL_CONFIG: dict[str, Any] = {
