@@ -39,6 +39,7 @@ from .echo_llm import EchoLLM
 from .offline_stt import PocketSphinxSTT
 from .offline_tts import DEFAULT_VOICE as ESPEAK_DEFAULT_VOICE
 from .offline_tts import EspeakError, EspeakTTS, check_voice
+from .speech_end import SpeechEndVAD
 
 LLM_PROVIDERS = ("openai", "groq", "echo")
 STT_PROVIDERS = ("deepgram", "groq", "openai", "local")
@@ -123,13 +124,15 @@ def load_vad(
     ``deactivation_threshold``: the smoothed speech probability below which a window
     counts as silence once speech has started. The endpointing delay is counted from the
     first such window, so the higher it is, the sooner after the last word the turn ends.
+    Wrapped in ``SpeechEndVAD``, which dates that first window back to the last audible
+    sound (speech_end.py).
     """
     key = (min_silence, deactivation_threshold)
     with _VAD_LOCK:
         loaded = _VADS.get(key)
         if loaded is None:
-            loaded = _VADS[key] = silero.VAD.load(
-                min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold
+            loaded = _VADS[key] = SpeechEndVAD(
+                silero.VAD.load(min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold)
             )
         return loaded
 

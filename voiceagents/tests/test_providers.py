@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from livekit.agents import APIError, Agent, AgentSession, llm, room_io, stt, utils
+from livekit import rtc
+from livekit.agents import APIError, Agent, AgentSession, llm, room_io, stt, utils, vad
 from livekit.agents.voice.run_result import RunResult
 from livekit.plugins import deepgram, groq, openai
 
@@ -37,8 +38,10 @@ from voiceagents.providers.offline_tts import (
     check_voice,
     speech_frames,
     synthesize_pcm,
+    synthesize_samples,
     synthesize_wav,
 )
+from voiceagents.providers.speech_end import trailing_quiet
 
 T = TypeVar("T")
 
@@ -329,8 +332,8 @@ def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) ->
     assert providers.vad is load_vad(0.4, 0.3)
     assert providers.vad is not load_vad()
     assert providers.vad is not load_vad(0.4)
-    assert providers.vad._opts.min_silence_duration == 0.4  # type: ignore[attr-defined]
-    assert providers.vad._opts.deactivation_threshold == 0.3  # type: ignore[attr-defined]
+    assert providers.vad.inner._opts.min_silence_duration == 0.4  # type: ignore[attr-defined]
+    assert providers.vad.inner._opts.deactivation_threshold == 0.3  # type: ignore[attr-defined]
     handling = providers.session_kwargs()["turn_handling"]
     assert handling["endpointing"] == {"min_delay": 0.7}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}
@@ -400,6 +403,60 @@ def test_factory_local_tts_ignores_openai_voice_names_and_takes_espeak_ones() ->
 
 def test_load_vad_loads_once_per_process() -> None:
     assert load_vad() is load_vad()
+
+
+def _speech_ends(vad_model: vad.VAD, frames: list[rtc.AudioFrame]) -> list[float]:
+    """Where each END_OF_SPEECH puts the end of speech, in seconds of the input."""
+
+    async def body() -> list[vad.VADEvent]:
+        stream = vad_model.stream()
+        for frame in frames:
+            stream.push_frame(frame)
+        stream.end_input()
+        events = [ev async for ev in stream]
+        await stream.aclose()
+        return events
+
+    ends = [ev for ev in run(body()) if ev.type == vad.VADEventType.END_OF_SPEECH]
+    # samples_index counts the model's 16 kHz samples up to the event's window
+    return [ev.samples_index / 16000 - ev.silence_duration for ev in ends]
+
+
+@pytest.mark.parametrize("sentence", ["yes please", "what is your name"])
+def test_vad_dates_the_end_of_speech_at_the_last_audible_sound(sentence: str) -> None:
+    lead = 0.5
+    spoken = len(synthesize_samples(sentence, sample_rate=48000)) / 48000
+    frames = speech_frames(sentence, sample_rate=48000, lead_silence=lead, trail_silence=1.0)
+    true_end = lead + spoken  # espeak's own tail is quiet: the end is at most this
+
+    silero_ends = _speech_ends(load_vad().inner, frames)  # type: ignore[attr-defined]
+    our_ends = _speech_ends(load_vad(), frames)
+
+    assert len(silero_ends) == len(our_ends) == 1
+    # silero alone hears the end late; ours is the last audible block, within 30 ms
+    assert silero_ends[0] - true_end > 0.05, (silero_ends, true_end)
+    assert true_end - 0.15 < our_ends[0] <= true_end + 0.03, (our_ends, true_end)
+    assert our_ends[0] < silero_ends[0]
+
+
+def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise() -> None:
+    frames = speech_frames("what is your name", sample_rate=48000, lead_silence=0.5, trail_silence=1.0)
+    rng = np.random.default_rng(1)
+    noisy = []
+    for frame in frames:  # a noise floor only 20 dB under the speech: nothing to date back to
+        samples = np.frombuffer(frame.data, dtype=np.int16).astype(np.float64)
+        samples += rng.normal(0.0, 600.0, samples.size)
+        noisy.append(rtc.AudioFrame(np.clip(samples, -32768, 32767).astype(np.int16).tobytes(), 48000, 1, frame.samples_per_channel))
+
+    assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)  # type: ignore[attr-defined]
+
+
+def test_trailing_quiet_measures_the_silence_after_the_last_sound() -> None:
+    speech = synthesize_samples("thank you", sample_rate=16000)
+    quiet = np.zeros(4000, dtype=np.int16)  # 0.25 s
+    frame = rtc.AudioFrame(np.concatenate([quiet, speech, quiet]).tobytes(), 16000, 1, len(speech) + 8000)
+    assert 0.25 <= trailing_quiet(frame) <= 0.25 + 0.1  # espeak's last block may be soft
+    assert trailing_quiet(rtc.AudioFrame(quiet.tobytes(), 16000, 1, len(quiet))) == 0.0
 
 
 def test_factory_built_cloud_providers_reach_their_base_urls(stub: StubServer) -> None:

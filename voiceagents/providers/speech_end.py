@@ -1,0 +1,114 @@
+"""A VAD whose end of speech is the last audible sound, not the model's late guess.
+
+The endpointing delay (``AGENT_ENDPOINTING_DELAY_SECONDS``) counts from the moment
+livekit-agents believes the visitor stopped speaking: the time of silero's
+END_OF_SPEECH event minus the silence it reports. silero's smoothed probability stays
+high for a while after the last word (on espeak speech its raw probability is 1.0 until
+50 ms past the last sample, and the smoothing, the 32 ms window and the input frame add
+to that), so that moment is ~100-150 ms late, and every turn waited that much longer
+than configured.
+
+``SpeechEndVAD`` wraps silero and passes its events through unchanged, except one: at
+END_OF_SPEECH it looks at the utterance's own audio (the event carries it), finds the
+last 10 ms block that is within ``QUIET_BELOW_SPEECH_DB`` of the utterance's speech
+level, and reports the silence as starting there. Silero still decides *whether* the
+visitor stopped; this only dates *when*. The date moves earlier by at most
+``MAX_BACKDATE_SECONDS``, never later, and where the background is as loud as the
+threshold (a noisy room) nothing moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import utils, vad
+
+# a block this far below the utterance's speech level (its 90th-percentile block) is quiet
+QUIET_BELOW_SPEECH_DB = 35.0
+# never quieter than this counts as sound (int16 RMS, about -60 dBFS)
+MIN_SOUND_RMS = 32.0
+# the end moves at most this much before silero's own
+MAX_BACKDATE_SECONDS = 0.3
+_BLOCK_SECONDS = 0.01
+
+
+def trailing_quiet(frame: rtc.AudioFrame) -> float:
+    """Seconds of quiet at the end of ``frame``, a mono s16 utterance with its silence."""
+    block = max(1, int(frame.sample_rate * _BLOCK_SECONDS))
+    samples = np.frombuffer(frame.data, dtype=np.int16)
+    if frame.num_channels > 1:
+        samples = samples[: len(samples) - len(samples) % frame.num_channels]
+        samples = samples.reshape(-1, frame.num_channels).mean(axis=1)
+    n_blocks = len(samples) // block
+    if n_blocks == 0:
+        return 0.0
+    # blocks counted back from the end, so the last block ends at the last sample
+    tail = samples[len(samples) - n_blocks * block :].astype(np.float64).reshape(n_blocks, block)
+    rms = np.sqrt(np.mean(tail * tail, axis=1))
+    level = float(np.percentile(rms, 90))
+    threshold = max(level * 10 ** (-QUIET_BELOW_SPEECH_DB / 20), MIN_SOUND_RMS)
+    loud = np.flatnonzero(rms >= threshold)
+    if loud.size == 0:
+        return 0.0
+    return (n_blocks - 1 - int(loud[-1])) * block / frame.sample_rate
+
+
+def backdated(event: vad.VADEvent, max_backdate: float = MAX_BACKDATE_SECONDS) -> vad.VADEvent:
+    """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block."""
+    if event.type != vad.VADEventType.END_OF_SPEECH or not event.frames:
+        return event
+    audio = event.frames[0] if len(event.frames) == 1 else rtc.combine_audio_frames(event.frames)
+    quiet = min(trailing_quiet(audio), event.silence_duration + max_backdate)
+    if quiet <= event.silence_duration:
+        return event
+    moved = quiet - event.silence_duration
+    return dataclasses.replace(
+        event, silence_duration=quiet, speech_duration=max(0.0, event.speech_duration - moved)
+    )
+
+
+class SpeechEndVAD(vad.VAD):
+    """``inner`` (silero) with END_OF_SPEECH dated at the last audible sound."""
+
+    def __init__(self, inner: vad.VAD, *, max_backdate: float = MAX_BACKDATE_SECONDS) -> None:
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self.max_backdate = max_backdate
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def stream(self) -> vad.VADStream:
+        return _SpeechEndStream(self, self.inner.stream())
+
+
+class _SpeechEndStream(vad.VADStream):
+    def __init__(self, owner: SpeechEndVAD, inner: vad.VADStream) -> None:
+        self._inner = inner
+        self._max_backdate = owner.max_backdate
+        super().__init__(owner)
+
+    async def _forward_input(self) -> None:
+        async for item in self._input_ch:
+            if isinstance(item, vad.VADStream._FlushSentinel):
+                self._inner.flush()
+            else:
+                self._inner.push_frame(item)
+        self._inner.end_input()
+
+    async def _main_task(self) -> None:
+        forward = asyncio.create_task(self._forward_input())
+        try:
+            async for event in self._inner:
+                self._event_ch.send_nowait(backdated(event, self._max_backdate))
+        finally:
+            await utils.aio.cancel_and_wait(forward)
+            await self._inner.aclose()
