@@ -11,16 +11,22 @@ than configured.
 ``SpeechEndVAD`` wraps silero and passes its events through unchanged, except one: at
 END_OF_SPEECH it looks at the utterance's own audio (the event carries it), finds the
 last 10 ms block that is within ``QUIET_BELOW_SPEECH_DB`` of the utterance's speech
-level, and reports the silence as starting there. Silero still decides *whether* the
-visitor stopped; this only dates *when*. The date moves earlier by at most
-``MAX_BACKDATE_SECONDS``, never later, and where the background is as loud as the
-threshold (a noisy room) nothing moves.
+level, and reports the silence as starting when that block reached the agent: it
+remembers when each frame was pushed. That also takes out the time the audio spent in
+the VAD's own pipeline (filling a 32 ms window, inference, a busy event loop), which
+the framework would otherwise count as silence already waited through. Silero still
+decides *whether* the visitor stopped; this only dates *when*. The date moves earlier
+by at most ``MAX_BACKDATE_SECONDS``, never later, and where the background is as loud
+as the threshold (a noisy room) nothing moves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import dataclasses
+import time
 
 import numpy as np
 from livekit import rtc
@@ -31,7 +37,9 @@ QUIET_BELOW_SPEECH_DB = 35.0
 # never quieter than this counts as sound (int16 RMS, about -60 dBFS)
 MIN_SOUND_RMS = 32.0
 # the end moves at most this much before silero's own
-MAX_BACKDATE_SECONDS = 0.3
+MAX_BACKDATE_SECONDS = 1.0
+# frames whose arrival is remembered: a minute of 10 ms frames, longer than any utterance
+_ARRIVALS_KEPT = 6000
 _BLOCK_SECONDS = 0.01
 
 
@@ -56,12 +64,56 @@ def trailing_quiet(frame: rtc.AudioFrame) -> float:
     return (n_blocks - 1 - int(loud[-1])) * block / frame.sample_rate
 
 
-def backdated(event: vad.VADEvent, max_backdate: float = MAX_BACKDATE_SECONDS) -> vad.VADEvent:
-    """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block."""
+class Arrivals:
+    """When each stretch of a VAD stream's input was pushed, by seconds of input."""
+
+    def __init__(self, kept: int = _ARRIVALS_KEPT) -> None:
+        self._ends: collections.deque[float] = collections.deque(maxlen=kept)  # input seconds
+        self._times: collections.deque[float] = collections.deque(maxlen=kept)  # wall clock
+        self._pushed = 0.0
+
+    def add(self, duration: float, at: float) -> None:
+        self._pushed += duration
+        self._ends.append(self._pushed)
+        self._times.append(at)
+
+    def reset(self) -> None:
+        """The VAD flushed: its input seconds count from zero again."""
+        self._ends.clear()
+        self._times.clear()
+        self._pushed = 0.0
+
+    def arrival(self, position: float) -> float | None:
+        """Wall-clock time the frame holding input second ``position`` was pushed."""
+        i = bisect.bisect_left(self._ends, position - 1e-6)
+        if not self._ends or position < self._ends[0] - _BLOCK_SECONDS * 10 or i >= len(self._ends):
+            return None
+        return self._times[i]
+
+
+def backdated(
+    event: vad.VADEvent,
+    max_backdate: float = MAX_BACKDATE_SECONDS,
+    *,
+    arrivals: Arrivals | None = None,
+    now: float | None = None,
+) -> vad.VADEvent:
+    """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block.
+
+    With ``arrivals``, from the moment that block was pushed (``now`` is when the event
+    is handed on); without, from its place in the audio.
+    """
     if event.type != vad.VADEventType.END_OF_SPEECH or not event.frames:
         return event
     audio = event.frames[0] if len(event.frames) == 1 else rtc.combine_audio_frames(event.frames)
-    quiet = min(trailing_quiet(audio), event.silence_duration + max_backdate)
+    in_audio = trailing_quiet(audio)
+    quiet = in_audio
+    if arrivals is not None:
+        # silero's timestamp is the input seconds it has consumed, up to this event's window
+        pushed_at = arrivals.arrival(event.timestamp - in_audio)
+        if pushed_at is not None:
+            quiet = max(quiet, (time.time() if now is None else now) - pushed_at)
+    quiet = min(quiet, event.silence_duration + max_backdate)
     if quiet <= event.silence_duration:
         return event
     moved = quiet - event.silence_duration
@@ -94,13 +146,22 @@ class _SpeechEndStream(vad.VADStream):
     def __init__(self, owner: SpeechEndVAD, inner: vad.VADStream) -> None:
         self._inner = inner
         self._max_backdate = owner.max_backdate
+        self._arrivals = Arrivals()
+        # push times of frames not yet handed to the inner stream, in push order
+        self._push_times: collections.deque[float] = collections.deque()
         super().__init__(owner)
+
+    def push_frame(self, frame: rtc.AudioFrame) -> None:
+        super().push_frame(frame)
+        self._push_times.append(time.time())
 
     async def _forward_input(self) -> None:
         async for item in self._input_ch:
             if isinstance(item, vad.VADStream._FlushSentinel):
+                self._arrivals.reset()
                 self._inner.flush()
             else:
+                self._arrivals.add(item.duration, self._push_times.popleft())
                 self._inner.push_frame(item)
         self._inner.end_input()
 
@@ -108,7 +169,7 @@ class _SpeechEndStream(vad.VADStream):
         forward = asyncio.create_task(self._forward_input())
         try:
             async for event in self._inner:
-                self._event_ch.send_nowait(backdated(event, self._max_backdate))
+                self._event_ch.send_nowait(backdated(event, self._max_backdate, arrivals=self._arrivals))
         finally:
             await utils.aio.cancel_and_wait(forward)
             await self._inner.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import wave
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -437,6 +438,48 @@ def test_vad_dates_the_end_of_speech_at_the_last_audible_sound(sentence: str) ->
     assert silero_ends[0] - true_end > 0.05, (silero_ends, true_end)
     assert true_end - 0.15 < our_ends[0] <= true_end + 0.03, (our_ends, true_end)
     assert our_ends[0] < silero_ends[0]
+
+
+def test_vad_dates_the_end_of_speech_when_the_last_audible_frame_arrived() -> None:
+    """In a live room the framework counts the endpointing delay from (event time -
+    reported silence). The VAD's own pipeline (window filling, inference, the event loop)
+    must not count as silence: the end is when the last audible frame was pushed."""
+    frames = speech_frames("what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.3, trail_silence=0.6)
+    audio = rtc.combine_audio_frames(frames)
+    last_loud = int((audio.duration - trailing_quiet(audio)) / 0.02 - 1e-9)  # frame index
+
+    async def body() -> tuple[list[float], list[tuple[float, vad.VADEvent]]]:
+        stream = load_vad().stream()
+        events: list[tuple[float, vad.VADEvent]] = []
+
+        async def read() -> None:
+            async for ev in stream:
+                events.append((time.time(), ev))
+
+        reader = asyncio.create_task(read())
+        pushed: list[float] = []
+        start = time.monotonic()
+        for i, frame in enumerate(frames):  # in real time, as a room delivers them
+            await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+            pushed.append(time.time())
+            stream.push_frame(frame)
+            if i == last_loud + 12:
+                # a job process busy elsewhere: 0.24 s into the silence, before silero
+                # has counted enough of it, the loop stalls and the frames queue up
+                time.sleep(0.15)
+        stream.end_input()
+        await reader
+        await stream.aclose()
+        return pushed, events
+
+    pushed, events = run(body())
+
+    ends = [(at, ev) for at, ev in events if ev.type == vad.VADEventType.END_OF_SPEECH]
+    assert len(ends) == 1
+    received, end = ends[0]
+    # the stall is not silence the visitor made: the end is the last audible frame's arrival
+    dated_end = received - end.silence_duration
+    assert abs(dated_end - pushed[last_loud]) < 0.04, dated_end - pushed[last_loud]
 
 
 def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise() -> None:
