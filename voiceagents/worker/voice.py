@@ -8,6 +8,7 @@ import logging
 from django.conf import settings
 from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
 
+from . import captions
 from .conversation import Conversation, Speaker, agent_for, build_agent_session, wait_for_identity
 
 logger = logging.getLogger("agentconnect.worker")
@@ -16,7 +17,8 @@ AUDIO_INPUT_FRAME_MS = 20
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients."""
+    """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients,
+    the captions' speaking-rate detector."""
     import django
 
     django.setup()
@@ -24,6 +26,7 @@ def prewarm(proc: JobProcess) -> None:
 
     settings_vad(settings)  # cached for the process; every session in it reuses the model
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
+    captions.install()  # synced captions without stalling each reply's first audio
 
 
 def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
