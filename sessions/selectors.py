@@ -17,9 +17,12 @@ def session_get_for_company(*, company: Company, session_id: str) -> Conversatio
     PostgreSQL) than anything else agent-status does, and no caller reads the agent.
     The company is the one asked for, attached so `session.company` costs no query.
     """
-    session = ConversationSession.objects.filter(company=company, session_id=session_id).first()
-    if session is not None:
-        session.company = company
+    try:
+        # get(), not first(): (company, session_id) is unique, so no ORDER BY to compile.
+        session = ConversationSession.objects.get(company=company, session_id=session_id)
+    except ConversationSession.DoesNotExist:
+        return None
+    session.company = company
     return session
 
 
