@@ -28,9 +28,12 @@ class WidgetKeyAuthentication(authentication.BaseAuthentication):
         key = request.META.get(WIDGET_KEY_HEADER, "").strip()
         if not key:
             return None
-        company = Company.objects.filter(widget_key=key, is_active=True).first()
-        if company is None:
-            raise exceptions.AuthenticationFailed("Invalid widget key.")
+        try:
+            # get(), not first(): a unique key needs no ORDER BY (Company's default
+            # ordering), which every widget request would pay to compile.
+            company = Company.objects.get(widget_key=key, is_active=True)
+        except Company.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Invalid widget key.") from None
         origin = request.META.get("HTTP_ORIGIN", "")
         if origin and not origin_allowed(company, origin):
             raise exceptions.PermissionDenied(f"Origin {origin} is not allowed for this widget key.")

@@ -112,27 +112,18 @@ class StartVoiceSessionOutput(serializers.Serializer):
     message = serializers.CharField()
 
 
-class AgentStatusOutput(serializers.ModelSerializer):
+class AgentStatusOutput(serializers.Serializer):
+    # A plain Serializer, its fields spelled out: a ModelSerializer builds its
+    # fields from the model on every instance, a cost agent-status (polled by
+    # every widget) paid on each call.
     success = serializers.SerializerMethodField()
+    session_id = serializers.CharField(max_length=64)
     room_name = serializers.CharField(source="agent_room_name")
     status = serializers.CharField(source="agent_status")
     started_at = serializers.DateTimeField(source="agent_started_at", allow_null=True)
     stopped_at = serializers.DateTimeField(source="agent_stopped_at", allow_null=True)
     worker_id = serializers.CharField(source="agent_worker_id")
     failure_reason = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ConversationSession
-        fields = [
-            "success",
-            "session_id",
-            "room_name",
-            "status",
-            "started_at",
-            "stopped_at",
-            "worker_id",
-            "failure_reason",
-        ]
 
     def get_success(self, obj: ConversationSession) -> bool:
         return True

@@ -172,9 +172,12 @@ def session_start(
     overrides: dict[str, Any] | None = None,
 ) -> StartResult:
     """Create a session (pending) and queue its dispatch, or return the live one with that id."""
-    agent = VoiceAgent.objects.filter(pk=agent_id, company=company, is_active=True).first()
-    if agent is None:
-        raise NotFound("No active agent with that agent_id for this company.")
+    try:
+        # get(), not first(): VoiceAgent's default ordering (by company name) would
+        # join the companies table to order a single row.
+        agent = VoiceAgent.objects.get(pk=agent_id, company=company, is_active=True)
+    except VoiceAgent.DoesNotExist:
+        raise NotFound("No active agent with that agent_id for this company.") from None
 
     # A session_id already in use is found by the insert (the unique constraint),
     # not by a read before it: most starts are new, and the insert comes before

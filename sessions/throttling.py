@@ -2,11 +2,11 @@
 
 DRF throttles on Django's cache (Redis when REDIS_URL is set, so every web
 process shares one count). Each limit is a fixed-window counter kept with
-`cache.add` + `cache.incr`, which are atomic on Redis: N concurrent requests
-at the limit cannot all pass, as they can with DRF's SimpleRateThrottle (it
-reads its history list, then writes it back). A fixed window lets a client
-send up to twice the rate across a window boundary; for abuse control that is
-enough, and it costs one round trip.
+`cache.add` + `cache.incr`, on Redis as SET NX and INCR pipelined, which are
+atomic there: N concurrent requests at the limit cannot all pass, as they can
+with DRF's SimpleRateThrottle (it reads its history list, then writes it
+back). A fixed window lets a client send up to twice the rate across a window
+boundary; for abuse control that is enough, and it costs one round trip.
 
 The per-IP limit is checked *before* authentication, so requests with a wrong
 or missing widget key count too; the per-key limit after it (it needs the
@@ -29,7 +29,8 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -112,8 +113,7 @@ class WindowThrottle(BaseThrottle):
         try:
             # Twice the period: the key outlives its window, so incr never
             # meets a key that expired after add (it would recreate it without a TTL).
-            cache.add(key, 0, timeout=2 * period)
-            count = cache.incr(key)
+            count = _hit(key, timeout=2 * period)
         except Exception as exc:  # the cache is down: fail open, see the module docstring
             _warn_cache_down(exc)
             return True
@@ -140,6 +140,28 @@ class WidgetKeyThrottle(WindowThrottle):
         # Counted per company (one widget key each): no key material in cache keys.
         pk = getattr(request.auth, "pk", None)
         return None if pk is None else f"company-{pk}"
+
+
+def _hit(key: str, *, timeout: int) -> int:
+    """Create the counter `key` at 0 unless it exists, add one, return the count.
+
+    On Redis in one round trip: SET NX and INCR pipelined on one client. Django's
+    cache.add + cache.incr make three (incr checks that the key exists first) and
+    build a Redis client for each call: about twice the CPU per limit checked
+    (docs/benchmarks.md), and a start checks two. Same commands, same values,
+    same key as Django's (prefix and version): the counter is the one the cache
+    API sees.
+    """
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):  # LocMemCache (no REDIS_URL): in-process, cheap
+        backend.add(key, 0, timeout=timeout)
+        return backend.incr(key)
+    full_key = backend.make_and_validate_key(key)
+    client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]  # Django's RedisCacheClient
+    pipe = client.pipeline(transaction=False)
+    pipe.set(full_key, 0, ex=timeout, nx=True)
+    pipe.incr(full_key)
+    return int(pipe.execute()[1])
 
 
 def _warn_cache_down(exc: Exception) -> None:

@@ -388,6 +388,34 @@ def test_web_role_runs_gunicorn_with_probes_metrics_and_json_logs(tmp_path: Path
     finally:
         code = web.stop(timeout=40)
     assert code == 0, web.tail()
+    # No access line per request unless asked for (--access-logfile)
+    assert not [line for line in web.lines if "gunicorn.access" in line], web.tail()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_role_writes_access_lines_when_asked(tmp_path: Path) -> None:
+    port = free_port()
+    web = Process(
+        [str(ENTRYPOINT), "web", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-"],
+        app_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"), LOG_FORMAT="json"),
+        "gunicorn",
+    )
+    try:
+        web.wait_for_output("Booting worker", timeout=60)
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30, what="gunicorn /healthz")
+        line = web.wait_for_output("GET /healthz", timeout=10)
+    finally:
+        code = web.stop(timeout=40)
+    assert code == 0, web.tail()
+    assert json.loads(line)["logger"] == "gunicorn.access"
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except (urllib.error.URLError, OSError):
+        return 0
 
 
 @pytest.mark.django_db(transaction=True)
