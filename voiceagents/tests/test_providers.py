@@ -92,6 +92,21 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def stream_events(model: Any, frames: list[rtc.AudioFrame]) -> Any:
+    """Every event a VAD's or an STT's stream gives for ``frames``, pushed at once."""
+
+    async def body() -> list[Any]:
+        stream = model.stream()
+        for frame in frames:
+            stream.push_frame(frame)
+        stream.end_input()
+        events = [ev async for ev in stream]
+        await stream.aclose()
+        return events
+
+    return run(body())
+
+
 @pytest.fixture(scope="module")
 def stub() -> Iterator[StubServer]:
     server = StubServer()
@@ -176,16 +191,7 @@ def test_pocketsphinx_behind_a_vad_stream_adapter_finds_the_utterance() -> None:
     adapter = stt.StreamAdapter(stt=PocketSphinxSTT(), vad=load_vad())
     frames = speech_frames("testing one two three", lead_silence=0.5, trail_silence=1.5)
 
-    async def body() -> list[stt.SpeechEvent]:
-        stream = adapter.stream()
-        for frame in frames:
-            stream.push_frame(frame)
-        stream.end_input()
-        events = [ev async for ev in stream]
-        await stream.aclose()
-        return events
-
-    events = run(body())
+    events: list[stt.SpeechEvent] = stream_events(adapter, frames)
 
     types = [ev.type for ev in events]
     assert types[0] == stt.SpeechEventType.START_OF_SPEECH
@@ -408,17 +414,8 @@ def test_load_vad_loads_once_per_process() -> None:
 
 def _speech_ends(vad_model: vad.VAD, frames: list[rtc.AudioFrame]) -> list[float]:
     """Where each END_OF_SPEECH puts the end of speech, in seconds of the input."""
-
-    async def body() -> list[vad.VADEvent]:
-        stream = vad_model.stream()
-        for frame in frames:
-            stream.push_frame(frame)
-        stream.end_input()
-        events = [ev async for ev in stream]
-        await stream.aclose()
-        return events
-
-    ends = [ev for ev in run(body()) if ev.type == vad.VADEventType.END_OF_SPEECH]
+    events: list[vad.VADEvent] = stream_events(vad_model, frames)
+    ends = [ev for ev in events if ev.type == vad.VADEventType.END_OF_SPEECH]
     # samples_index counts the model's 16 kHz samples up to the event's window
     return [ev.samples_index / 16000 - ev.silence_duration for ev in ends]
 
