@@ -68,51 +68,44 @@ class Arrivals:
     """When each stretch of a VAD stream's input was pushed, by seconds of input."""
 
     def __init__(self, kept: int = _ARRIVALS_KEPT) -> None:
-        self._ends: collections.deque[float] = collections.deque(maxlen=kept)  # input seconds
+        self._starts: collections.deque[float] = collections.deque(maxlen=kept)  # input seconds
         self._times: collections.deque[float] = collections.deque(maxlen=kept)  # wall clock
         self._pushed = 0.0
 
     def add(self, duration: float, at: float) -> None:
-        self._pushed += duration
-        self._ends.append(self._pushed)
+        self._starts.append(self._pushed)
         self._times.append(at)
+        self._pushed += duration
 
     def reset(self) -> None:
         """The VAD flushed: its input seconds count from zero again."""
-        self._ends.clear()
+        self._starts.clear()
         self._times.clear()
         self._pushed = 0.0
 
     def arrival(self, position: float) -> float | None:
-        """Wall-clock time the frame holding input second ``position`` was pushed."""
-        i = bisect.bisect_left(self._ends, position - 1e-6)
-        if not self._ends or position < self._ends[0] - _BLOCK_SECONDS * 10 or i >= len(self._ends):
-            return None
-        return self._times[i]
+        """Wall-clock time the frame holding input second ``position`` was pushed, if remembered."""
+        i = bisect.bisect_right(self._starts, position) - 1
+        return self._times[i] if i >= 0 else None
 
 
 def backdated(
-    event: vad.VADEvent,
-    max_backdate: float = MAX_BACKDATE_SECONDS,
-    *,
-    arrivals: Arrivals | None = None,
-    now: float | None = None,
+    event: vad.VADEvent, max_backdate: float = MAX_BACKDATE_SECONDS, *, arrivals: Arrivals | None = None
 ) -> vad.VADEvent:
-    """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block.
-
-    With ``arrivals``, from the moment that block was pushed (``now`` is when the event
-    is handed on); without, from its place in the audio.
-    """
+    """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block:
+    from the moment that block was pushed when ``arrivals`` knows, else by its place in
+    the audio. Handed on at once, so the framework's clock reads the same ``now``."""
     if event.type != vad.VADEventType.END_OF_SPEECH or not event.frames:
         return event
     audio = event.frames[0] if len(event.frames) == 1 else rtc.combine_audio_frames(event.frames)
     in_audio = trailing_quiet(audio)
     quiet = in_audio
     if arrivals is not None:
-        # silero's timestamp is the input seconds it has consumed, up to this event's window
-        pushed_at = arrivals.arrival(event.timestamp - in_audio)
+        # silero's timestamp is the input seconds it has consumed, up to this event's
+        # window; the last audible block ends just before the quiet began
+        pushed_at = arrivals.arrival(event.timestamp - in_audio - 1e-6)
         if pushed_at is not None:
-            quiet = max(quiet, (time.time() if now is None else now) - pushed_at)
+            quiet = max(quiet, time.time() - pushed_at)
     quiet = min(quiet, event.silence_duration + max_backdate)
     if quiet <= event.silence_duration:
         return event
