@@ -12,7 +12,8 @@ than configured.
 END_OF_SPEECH it looks at the utterance's own audio (the event carries it), finds the
 last 10 ms block that is within ``QUIET_BELOW_SPEECH_DB`` of the utterance's speech
 level, and reports the silence as starting when that block reached the agent: it
-remembers when each frame was pushed. That also takes out the time the audio spent in
+remembers when each frame was pushed, and a frame's samples arrived in real time
+before its push. That also takes out the time the audio spent in
 the VAD's own pipeline (filling a 32 ms window, inference, a busy event loop), which
 the framework would otherwise count as silence already waited through. Silero still
 decides *whether* the visitor stopped; this only dates *when*. The date moves earlier
@@ -83,18 +84,25 @@ class Arrivals:
         self._times.clear()
         self._pushed = 0.0
 
-    def arrival(self, position: float) -> float | None:
-        """Wall-clock time the frame holding input second ``position`` was pushed, if remembered."""
-        i = bisect.bisect_right(self._starts, position) - 1
-        return self._times[i] if i >= 0 else None
+    def heard_at(self, position: float) -> float | None:
+        """Wall-clock time input second ``position`` reached the agent, if remembered.
+
+        A frame is pushed when its last sample has arrived; the room fills it in real time,
+        so a moment ``x`` seconds before the frame's end arrived ``x`` seconds before the
+        push (a 20 ms frame would otherwise date a sound at its start up to 20 ms late)."""
+        i = bisect.bisect_right(self._starts, position - 1e-9) - 1
+        if i < 0:
+            return None
+        end = self._starts[i + 1] if i + 1 < len(self._starts) else self._pushed
+        return self._times[i] - min(max(end - position, 0.0), end - self._starts[i])
 
 
 def backdated(
     event: vad.VADEvent, max_backdate: float = MAX_BACKDATE_SECONDS, *, arrivals: Arrivals | None = None
 ) -> vad.VADEvent:
     """``event`` (an END_OF_SPEECH) with its silence counted from the last audible block:
-    from the moment that block was pushed when ``arrivals`` knows, else by its place in
-    the audio. Handed on at once, so the framework's clock reads the same ``now``."""
+    from the moment that block reached the agent when ``arrivals`` knows, else by its
+    place in the audio. Handed on at once, so the framework's clock reads the same ``now``."""
     if event.type != vad.VADEventType.END_OF_SPEECH or not event.frames:
         return event
     audio = event.frames[0] if len(event.frames) == 1 else rtc.combine_audio_frames(event.frames)
@@ -102,10 +110,10 @@ def backdated(
     quiet = in_audio
     if arrivals is not None:
         # silero's timestamp is the input seconds it has consumed, up to this event's
-        # window; the last audible block ends just before the quiet began
-        pushed_at = arrivals.arrival(event.timestamp - in_audio - 1e-6)
-        if pushed_at is not None:
-            quiet = max(quiet, time.time() - pushed_at)
+        # window; the last audible block ends where the quiet begins
+        heard_at = arrivals.heard_at(event.timestamp - in_audio)
+        if heard_at is not None:
+            quiet = max(quiet, time.time() - heard_at)
     quiet = min(quiet, event.silence_duration + max_backdate)
     if quiet <= event.silence_duration:
         return event

@@ -42,7 +42,7 @@ from voiceagents.providers.offline_tts import (
     synthesize_samples,
     synthesize_wav,
 )
-from voiceagents.providers.speech_end import trailing_quiet
+from voiceagents.providers.speech_end import Arrivals, trailing_quiet
 
 T = TypeVar("T")
 
@@ -443,7 +443,10 @@ def test_vad_dates_the_end_of_speech_when_the_last_audible_frame_arrived() -> No
     must not count as silence: the end is when the last audible frame was pushed."""
     frames = speech_frames("what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.3, trail_silence=0.6)
     audio = rtc.combine_audio_frames(frames)
-    last_loud = int((audio.duration - trailing_quiet(audio)) / 0.02 - 1e-9)  # frame index
+    sound_end = audio.duration - trailing_quiet(audio)  # seconds into the input
+    last_loud = int(sound_end / 0.02 - 1e-9)  # the frame holding it
+    # the room fills a frame in real time: the sound's end arrived this long before its push
+    inside_frame = (last_loud + 1) * 0.02 - sound_end
 
     async def body() -> tuple[list[float], list[tuple[float, vad.VADEvent]]]:
         stream = load_vad().stream()
@@ -474,9 +477,24 @@ def test_vad_dates_the_end_of_speech_when_the_last_audible_frame_arrived() -> No
     ends = [(at, ev) for at, ev in events if ev.type == vad.VADEventType.END_OF_SPEECH]
     assert len(ends) == 1
     received, end = ends[0]
-    # the stall is not silence the visitor made: the end is the last audible frame's arrival
+    # the stall is not silence the visitor made: the end is when the last sound arrived
     dated_end = received - end.silence_duration
-    assert abs(dated_end - pushed[last_loud]) < 0.04, dated_end - pushed[last_loud]
+    heard = pushed[last_loud] - inside_frame
+    assert -0.005 < dated_end - heard < 0.025, (dated_end - heard, inside_frame)
+
+
+def test_arrivals_date_a_moment_inside_a_frame_before_its_push() -> None:
+    arrivals = Arrivals()
+    arrivals.add(0.02, at=100.0)  # input seconds 0.00-0.02, pushed at 100.0
+    arrivals.add(0.02, at=100.5)  # 0.02-0.04, pushed late (a stalled loop)
+    assert arrivals.heard_at(0.02) == pytest.approx(100.0)  # the first frame's last sample
+    assert arrivals.heard_at(0.015) == pytest.approx(99.995)
+    assert arrivals.heard_at(0.025) == pytest.approx(100.485)
+    assert arrivals.heard_at(0.04) == pytest.approx(100.5)
+    assert arrivals.heard_at(0.5) == pytest.approx(100.5)  # past what was pushed: the last push
+    assert arrivals.heard_at(0.0) is None  # before any frame
+    arrivals.reset()
+    assert arrivals.heard_at(0.01) is None
 
 
 def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise() -> None:
