@@ -24,6 +24,7 @@ import json
 import time
 import uuid
 import wave
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,10 @@ SPEECH_SAMPLE_RATE = 24000  # what OpenAI's pcm format is
 MAX_SPEECH_INPUT = 4096  # OpenAI rejects longer input
 # ~100 ms of 24 kHz s16le per chunk: small enough that a client sees audio early
 _AUDIO_CHUNK_BYTES = 4800
+# speech already rendered, by (input, rate, format): a repeated reply is answered at once,
+# as a provider "answering instantly" would, instead of after ~10-30 ms of espeak-ng
+_SPEECH_CACHE: OrderedDict[tuple[str, int, str], tuple[bytes, str]] = OrderedDict()
+_SPEECH_CACHE_SIZE = 64
 # response_format -> (content type, libav container, codec, codec sample rate)
 _ENCODED_FORMATS: dict[str, tuple[str, str, str, int]] = {
     "mp3": ("audio/mpeg", "mp3", "libmp3lame", SPEECH_SAMPLE_RATE),
@@ -338,13 +343,19 @@ async def audio_speech(request: web.Request) -> web.StreamResponse:
     if not 0.25 <= speed <= 4.0:
         return openai_error(400, "speed must be between 0.25 and 4.0", type_="invalid_request_error")
 
+    rate_wpm = int(DEFAULT_RATE_WPM * speed)
+
     def render() -> tuple[bytes, str]:
-        samples = synthesize_samples(
-            text, rate_wpm=int(DEFAULT_RATE_WPM * speed), sample_rate=SPEECH_SAMPLE_RATE
-        )
+        samples = synthesize_samples(text, rate_wpm=rate_wpm, sample_rate=SPEECH_SAMPLE_RATE)
         return encode_speech(samples, response_format)
 
-    audio, content_type = await asyncio.to_thread(render)
+    key = (text, rate_wpm, response_format)
+    if (rendered := _SPEECH_CACHE.get(key)) is None:
+        rendered = await asyncio.to_thread(render)
+        _SPEECH_CACHE[key] = rendered
+        while len(_SPEECH_CACHE) > _SPEECH_CACHE_SIZE:
+            _SPEECH_CACHE.popitem(last=False)
+    audio, content_type = rendered
     stalled = _stalled(request, "speech")
     chunks = [audio[i : i + _AUDIO_CHUNK_BYTES] for i in range(0, len(audio), _AUDIO_CHUNK_BYTES)]
 

@@ -318,6 +318,35 @@ def test_openai_tts_gives_frames_of_sensible_duration(
     assert request.body["stream_format"] == ("audio" if model == "tts-1" else "sse")
 
 
+def test_speech_for_a_repeated_input_is_answered_from_what_was_rendered(stub: StubServer) -> None:
+    """A stub provider answers a repeated reply at once (the bench's "instant" TTS)."""
+    from stubs import openai_stub
+
+    async def speech() -> bytes:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                stub.openai_base_url + "/audio/speech",
+                json={"model": "tts-1", "input": "thank you", "voice": "alloy", "response_format": "pcm"},
+                headers={"Authorization": "Bearer test"},
+            ) as response:
+                assert response.status == 200
+                return await response.read()
+
+    openai_stub._SPEECH_CACHE.clear()
+    first = run(speech())
+    assert ("thank you", openai_stub.DEFAULT_RATE_WPM, "pcm") in openai_stub._SPEECH_CACHE
+    # espeak-ng never renders a sentence twice the same way: equal bytes come from the cache
+    assert run(speech()) == first and len(first) > 24000
+    # bounded: rendering something new drops the oldest
+    openai_stub._SPEECH_CACHE.clear()
+    for n in range(openai_stub._SPEECH_CACHE_SIZE + 5):
+        openai_stub._SPEECH_CACHE[(f"filler {n}", 0, "pcm")] = (b"", "audio/pcm")
+    run(speech())
+    assert len(openai_stub._SPEECH_CACHE) == openai_stub._SPEECH_CACHE_SIZE
+    assert ("filler 0", 0, "pcm") not in openai_stub._SPEECH_CACHE
+    openai_stub._SPEECH_CACHE.clear()
+
+
 def test_tts_error_and_stall_modes(stub: StubServer) -> None:
     async def speak() -> rtc.AudioFrame:
         tts = openai.TTS(base_url=stub.openai_base_url, api_key="test", response_format="pcm")
