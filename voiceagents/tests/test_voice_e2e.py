@@ -110,6 +110,46 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
     ]
 
 
+def test_a_visitor_can_neither_read_nor_drive_the_agent_session(live_server: Any, voice_worker: Process) -> None:
+    """The framework's session host would answer any participant on `lk.agent.session`
+    (the system prompt among its answers) and send it every session event."""
+    from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES, RemoteSession
+
+    agent = VoiceAgentFactory(system_prompt="Internal: never offer refunds.", greeting_message="Hello.", **OFFLINE)
+    with celery_worker():
+        body = start_session(agent, "e2e-session-host")
+
+        async def scenario() -> tuple[list[str], BaseException | None]:
+            visitor = Visitor()
+            streams: list[str] = []
+            visitor.room.register_byte_stream_handler(
+                TOPIC_SESSION_MESSAGES, lambda reader, identity: streams.append(identity)
+            )
+            await visitor.join(body["livekit_url"], body["user_token"])
+            await asyncio.wait_for(visitor.joined_agent.wait(), 30)
+            # the greeting: agent state changes and a conversation item, each an event
+            await visitor.wait_for_agent_speech(after=0, timeout=60)
+            await visitor.wait_until_agent_quiet()
+            assert visitor.agent_identity
+            visitor.room.unregister_byte_stream_handler(TOPIC_SESSION_MESSAGES)  # the client's own
+            remote = RemoteSession.from_room(visitor.room, visitor.agent_identity)
+            await remote.start()
+            refused: BaseException | None = None
+            try:
+                # an unanswered request can only be timed out
+                await remote.wait_for_ready(timeout=3.0)
+            except (TimeoutError, RuntimeError) as exc:
+                refused = exc
+            finally:
+                await remote.aclose()
+                await visitor.leave()
+            return streams, refused
+
+        streams, refused = run_async(scenario(), timeout=120)
+    assert refused is not None, "the agent answered a visitor's session request"
+    assert streams == [], f"session events reached the visitor from {streams}"
+
+
 def test_stop_voice_session_makes_the_agent_leave(live_server: Any, voice_worker: Process) -> None:
     agent = VoiceAgentFactory(**OFFLINE)
     with celery_worker():

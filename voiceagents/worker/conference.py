@@ -35,7 +35,7 @@ from livekit.agents import Agent, AutoSubscribe, JobContext, JobProcess, ModelSe
 from .conference_audience import Audience, Member
 from .conference_policy import ReplyPolicy
 from .conference_turns import Floor, ParticipantListener, tag
-from .conversation import Conversation, Speaker, build_agent_session
+from .conversation import SESSION_HOST, Conversation, Speaker, build_agent_session
 from .mixer import ConferenceMixer, MixerAudioInput
 
 logger = logging.getLogger("agentconnect.worker.conference")
@@ -179,6 +179,7 @@ class Conference:
                 # the room is deleted once the session's end is recorded (Conversation._on_shutdown)
                 delete_room_on_close=False,
             ),
+            session_host=SESSION_HOST,  # no participant reads or drives the session
         )
         self.audience.start()
         logger.info(

@@ -27,6 +27,14 @@ logger = logging.getLogger("agentconnect.worker")
 USAGE_FLUSH_SECONDS = 2.0
 
 
+# livekit-agents' session host answers requests on the room's `lk.agent.session` topic
+# from any participant (the agent's instructions, its chat history, text turns to run,
+# muting its captions) and sends every session event to the whole room. Visitors may
+# publish data (text streams), so with it on a visitor could read the system prompt;
+# the widget needs none of it, and each event cost the job's event loop a data send.
+SESSION_HOST = False
+
+
 def job_config(ctx: JobContext) -> dict[str, Any]:
     """The configuration snapshot the API resolved, sent as dispatch metadata."""
     try:

@@ -9,7 +9,7 @@ from django.conf import settings
 from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
 
 from . import captions
-from .conversation import Conversation, Speaker, agent_for, build_agent_session, wait_for_identity
+from .conversation import SESSION_HOST, Conversation, Speaker, agent_for, build_agent_session, wait_for_identity
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -80,6 +80,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         agent=agent_for(config),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
+        session_host=SESSION_HOST,
     )
     greeting = str(config.get("greeting_message") or "")
     if greeting:
