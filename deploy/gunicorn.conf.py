@@ -7,6 +7,7 @@ GUNICORN_CMD_ARGS="--bind 127.0.0.1:8000 --threads 8 --access-logfile -".
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,15 @@ class AccessLinesOnRequest(Logger):
 
 
 logger_class = AccessLinesOnRequest
+
+
+def post_worker_init(worker: Any) -> None:
+    """The application is loaded: move what it allocated (Django, DRF, the URL
+    conf, ~100,000 objects) out of the garbage collector's sight. A full
+    collection walked all of them, about 60 ms during which the worker's
+    threads all stood still; they live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:
