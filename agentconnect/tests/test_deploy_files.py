@@ -504,3 +504,70 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     )
     # verify reports unknown keys and bad values on stderr, and still exits 0.
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_role_spreads_simultaneous_keepalive_connections_over_its_workers() -> None:
+    """Nine clients connect at once and keep their connections (a load balancer's pool
+    filling up): no worker ends up holding most of them (agentconnect/gunicorn_worker.py).
+    With gthread as it comes, this ended [0, 0, 9] or [0, 4, 5]; spread, [3, 3, 3]."""
+    import psutil
+
+    port = free_port()
+    web = Process(
+        [str(ENTRYPOINT), "web", "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+        app_env(LOG_FORMAT="json"),
+        "gunicorn",
+    )
+    clients: list[socket.socket] = []
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz")
+        master = psutil.Process(web.proc.pid)
+
+        def held() -> list[int]:
+            return sorted(
+                sum(1 for c in w.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+                for w in _gunicorn_workers(master)
+            )
+
+        def answered(client: socket.socket) -> bool:
+            client.sendall(REQUEST)
+            return client.recv(4096).startswith(b"HTTP/1.1 200")
+
+        # Every worker has loaded the application and accepts: each holds a connection.
+        def all_serving() -> bool:
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            clients.append(client)
+            return answered(client) and len(clients) <= 30 and min(held(), default=0) > 0 and len(held()) == 3
+
+        wait_for(all_serving, timeout=60, interval=0.2, what="3 gunicorn workers serving")
+        for client in clients:
+            client.close()
+        clients.clear()
+        wait_for(lambda: sum(held()) == 0, timeout=10, what="the first connections closed")
+
+        for _ in range(9):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            clients[-1].sendall(REQUEST)
+        for client in clients:
+            assert client.recv(4096).startswith(b"HTTP/1.1 200"), "a kept-alive connection was not answered"
+
+        def all_held() -> list[int] | None:
+            counts = held()
+            return counts if sum(counts) == 9 else None
+
+        counts = wait_for(all_held, timeout=10, what="the 9 connections held by the workers")
+        assert max(counts) <= 4, counts
+    finally:
+        for client in clients:
+            client.close()
+        code = web.stop(timeout=40)
+    assert code == 0, web.tail()
+
+
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def _gunicorn_workers(master: Any) -> list[Any]:
+    # The entrypoint execs gunicorn, so the process started is gunicorn's master.
+    return [child for child in master.children() if "gunicorn" in " ".join(child.cmdline())]
