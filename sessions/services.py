@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import secrets
 import uuid
@@ -11,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Field, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -163,6 +165,68 @@ def _admit(company: Company) -> None:
         )
 
 
+@functools.cache
+def _admitted_insert_sql() -> tuple[str, tuple[Field[Any, Any], ...]]:
+    table, counter = ConversationSession._meta.db_table, _COUNTER
+    fields = tuple(f for f in ConversationSession._meta.concrete_fields if not f.primary_key)
+    quote = connection.ops.quote_name
+    sql = (
+        # Count the session in unless that takes the company to its limit or the
+        # deployment near its cap (the counts as this statement sees them)...
+        f"WITH counted AS ("
+        f"INSERT INTO {counter} (company_id, live) "
+        f"SELECT %(company)s, 1 WHERE %(limit)s >= 1 AND (SELECT COALESCE(SUM(live), 0) FROM {counter}) < %(room)s "
+        f"ON CONFLICT (company_id) DO UPDATE SET live = {counter}.live + 1 "
+        f"WHERE {counter}.live < %(limit)s AND (SELECT COALESCE(SUM(live), 0) FROM {counter}) < %(room)s "
+        f"RETURNING live) "
+        # ...and insert the session only if it was counted.
+        f"INSERT INTO {quote(table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(f'%(f{n})s' for n in range(len(fields)))} FROM counted "
+        f"RETURNING {quote(ConversationSession._meta.pk.column)}"
+    )
+    return sql, fields
+
+
+def _insert_admitted(session: ConversationSession, company: Company) -> bool:
+    """A start's insert and admission in one statement, on PostgreSQL, when the start
+    is plainly within every limit; False, with nothing written, when it is not.
+
+    Most starts are far from their company's limit and the deployment's cap, and
+    for them a single statement (atomic by itself) does what the transaction of
+    insert then _admit does, without its three round trips (BEGIN, the count,
+    COMMIT): the company's counter row is incremented only while below the limit
+    (the row lock orders racing starts of one company, and each sees the count the
+    one before it committed), and the session row is inserted only if it was
+    counted. A session_id in use fails the whole statement with the unique
+    constraint's IntegrityError, counting nothing, as the transaction did. Any
+    start this statement does not admit goes the exact way (insert, _admit),
+    which says which limit refused it, and takes the deployment lock near the cap.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    sql, fields = _admitted_insert_sql()
+    cap: int = settings.MAX_LIVE_SESSIONS
+    params: dict[str, Any] = {
+        "company": company.pk,
+        "limit": company.max_concurrent_sessions,
+        # The counts below which a start needs no deployment lock (see _admit).
+        "room": cap - settings.MAX_LIVE_SESSIONS_SLACK if cap else 2**62,
+    }
+    for n, field in enumerate(fields):  # what Model.save() would write
+        params[f"f{n}"] = field.get_db_prep_save(field.pre_save(session, True), connection)
+    # In a caller's transaction, a failure must not abort it: a savepoint, as atomic() takes.
+    with transaction.atomic() if not connection.get_autocommit() else contextlib.nullcontext():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    if row is None:
+        return False
+    session.pk = row[0]
+    session._state.adding = False
+    session._state.db = connection.alias
+    return True
+
+
 def session_start(
     *,
     company: Company,
@@ -190,22 +254,26 @@ def session_start(
     visitor_identity = f"visitor-{secrets.token_hex(6)}"
     config.update(session_id=session_id, room_name=room_name, visitor_identity=visitor_identity)
 
+    session = ConversationSession(
+        session_id=session_id,
+        company=company,
+        agent=agent,
+        mode=agent.mode,
+        agent_room_name=room_name,
+        visitor_identity=visitor_identity,
+        config=config,
+        status_changed_at=timezone.now(),
+    )
     queued: list[bool | None] = []
     try:
-        with transaction.atomic():
-            session = ConversationSession.objects.create(
-                session_id=session_id,
-                company=company,
-                agent=agent,
-                mode=agent.mode,
-                agent_room_name=room_name,
-                visitor_identity=visitor_identity,
-                config=config,
-                status_changed_at=timezone.now(),
-            )
-            _admit(company)
-            # Runs right after the commit below, unless an outer transaction defers it.
-            transaction.on_commit(lambda: queued.append(_enqueue("dispatch_agent", session.pk)))
+        if not _insert_admitted(session, company):
+            # At a limit, near the deployment cap, or not on PostgreSQL: insert, then
+            # admission, in one transaction; refusals say which limit.
+            with transaction.atomic():
+                session.save(force_insert=True)
+                _admit(company)
+        # Runs at once, or after the commit of an outer transaction (a caller's).
+        transaction.on_commit(lambda: queued.append(_enqueue("dispatch_agent", session.pk)))
     except IntegrityError:
         # That session_id exists: started before, or concurrently by a request that won.
         existing = session_get_for_company(company=company, session_id=session_id)
