@@ -92,6 +92,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 # A connection that died while idle (a database restart) is replaced, not reused.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, whose health check looks at the socket instead of sending
+    # `SELECT 1`: no extra round trip per request (agentconnect/db/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "agentconnect.db.postgresql"
     # An unreachable database host fails a connection (and /readyz) in seconds, not minutes.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
