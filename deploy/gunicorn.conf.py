@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,47 @@ def post_worker_init(worker: Any) -> None:
     conf, ~100,000 objects) out of the garbage collector's sight. A full
     collection walked all of them, about 60 ms during which the worker's
     threads all stood still; they live as long as the process anyway."""
+    _connect_every_thread(worker)
     gc.collect()
     gc.freeze()
+
+
+def _connect_every_thread(worker: Any) -> None:
+    """Open each request thread's PostgreSQL connection now, before the worker accepts.
+
+    Django keeps a connection per thread (CONN_MAX_AGE), opened by the thread's
+    first query: a new worker's first requests, one per thread, each waited for
+    a connection (a new PostgreSQL backend process) on top of their own work.
+    Workers are new after every deploy and every max_requests recycle (2,000
+    requests: under load, a worker every minute or so). Each of the pool's threads opens its own here
+    (a barrier makes the executor start them all); if the database is down, the
+    worker boots anyway and its requests connect as before."""
+    from concurrent.futures import wait
+
+    from django.db import connection
+
+    pool = getattr(worker, "tpool", None)
+    if pool is None:  # a worker class without a thread pool serves from this thread
+        pool, threads = None, 1
+    else:
+        threads = worker.cfg.threads
+    barrier = threading.Barrier(threads)
+
+    def connect() -> None:
+        barrier.wait(timeout=10)
+        connection.ensure_connection()
+
+    if pool is None:
+        try:
+            connect()
+        except Exception as exc:
+            worker.log.warning("could not open the database connection at boot: %r", exc)
+        return
+    jobs = [pool.submit(connect) for _ in range(threads)]
+    done, _ = wait(jobs, timeout=30)
+    failures = [job.exception() for job in done if job.exception()]
+    if failures or len(done) < threads:
+        worker.log.warning("could not open every thread's database connection at boot: %r", failures[:1])
 
 
 def child_exit(server: Any, worker: Any) -> None:

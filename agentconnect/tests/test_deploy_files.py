@@ -568,6 +568,39 @@ def test_web_role_spreads_simultaneous_keepalive_connections_over_its_workers() 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_web_workers_open_every_request_threads_database_connection_before_serving() -> None:
+    """A new worker's first requests (one per thread, after every deploy and
+    max_requests recycle) do not each wait for a new PostgreSQL connection."""
+    import psutil
+    from django.db import connection
+
+    database_port = int(connection.settings_dict["PORT"] or 5432)
+    port = free_port()
+    web = Process(
+        [str(ENTRYPOINT), "web", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "3"],
+        app_env(LOG_FORMAT="json"),
+        "gunicorn",
+    )
+    try:
+        # /healthz is answered without the database: nothing below was opened by a request.
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz")
+        master = psutil.Process(web.proc.pid)
+
+        def database_connections() -> list[int] | None:
+            workers = _gunicorn_workers(master)
+            counts = sorted(
+                sum(1 for c in w.net_connections("tcp") if c.raddr and c.raddr.port == database_port)
+                for w in workers
+            )
+            return counts if len(workers) == 2 and counts == [3, 3] else None
+
+        wait_for(database_connections, timeout=30, what="each worker's 3 threads connected to PostgreSQL")
+    finally:
+        code = web.stop(timeout=40)
+    assert code == 0, web.tail()
+
+
 def _gunicorn_workers(master: Any) -> list[Any]:
     # The entrypoint execs gunicorn, so the process started is gunicorn's master.
     return [child for child in master.children() if "gunicorn" in " ".join(child.cmdline())]
