@@ -31,7 +31,7 @@ from .models import (
     CompanyLiveSessions,
     ConversationSession,
 )
-from .selectors import session_get_for_company
+from .selectors import agent_active_for_company, session_get_for_company
 from .state import sources_for
 
 logger = logging.getLogger(__name__)
@@ -236,12 +236,9 @@ def session_start(
     overrides: dict[str, Any] | None = None,
 ) -> StartResult:
     """Create a session (pending) and queue its dispatch, or return the live one with that id."""
-    try:
-        # get(), not first(): VoiceAgent's default ordering (by company name) would
-        # join the companies table to order a single row.
-        agent = VoiceAgent.objects.get(pk=agent_id, company=company, is_active=True)
-    except VoiceAgent.DoesNotExist:
-        raise NotFound("No active agent with that agent_id for this company.") from None
+    agent = agent_active_for_company(agent_id=agent_id, company=company)
+    if agent is None:
+        raise NotFound("No active agent with that agent_id for this company.")
 
     # A session_id already in use is found by the insert (the unique constraint),
     # not by a read before it: most starts are new, and the insert comes before
