@@ -9,6 +9,8 @@ from rest_framework.request import Request
 
 from voiceagents.models import Company
 
+from .selectors import company_by_widget_key
+
 WIDGET_KEY_HEADER = "HTTP_X_WIDGET_KEY"
 
 
@@ -28,12 +30,9 @@ class WidgetKeyAuthentication(authentication.BaseAuthentication):
         key = request.META.get(WIDGET_KEY_HEADER, "").strip()
         if not key:
             return None
-        try:
-            # get(), not first(): a unique key needs no ORDER BY (Company's default
-            # ordering), which every widget request would pay to compile.
-            company = Company.objects.get(widget_key=key, is_active=True)
-        except Company.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid widget key.") from None
+        company = company_by_widget_key(key)
+        if company is None:
+            raise exceptions.AuthenticationFailed("Invalid widget key.")
         origin = request.META.get("HTTP_ORIGIN", "")
         if origin and not origin_allowed(company, origin):
             raise exceptions.PermissionDenied(f"Origin {origin} is not allowed for this widget key.")
