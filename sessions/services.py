@@ -33,6 +33,7 @@ from .models import (
 )
 from .selectors import agent_active_for_company, session_get_for_company
 from .state import sources_for
+from .task_queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _enqueue(task_name: str, session_pk: int, **kwargs: Any) -> bool:
 
     task = getattr(tasks, task_name)
     try:
-        task.delay(session_pk, **kwargs)
+        enqueue(task, session_pk, **kwargs)
     except Exception as exc:  # the broker is down: the session must not wait for a task that never comes
         logger.error("could not enqueue %s for session %s: %r", task_name, session_pk, exc)
         session_fail(
