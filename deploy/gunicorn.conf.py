@@ -74,18 +74,23 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _connect_every_thread(worker: Any) -> None:
-    """Open each request thread's PostgreSQL connection now, before the worker accepts.
+    """Open each request thread's PostgreSQL and broker connections now, before the worker accepts.
 
-    Django keeps a connection per thread (CONN_MAX_AGE), opened by the thread's
-    first query: a new worker's first requests, one per thread, each waited for
-    a connection (a new PostgreSQL backend process) on top of their own work.
-    Workers are new after every deploy and every max_requests recycle (2,000
-    requests: under load, a worker every minute or so). Each of the pool's threads opens its own here
-    (a barrier makes the executor start them all); if the database is down, the
-    worker boots anyway and its requests connect as before."""
+    Django keeps a connection per thread (CONN_MAX_AGE), and so does the task
+    queue (sessions/task_queue.py), each opened by the thread's first use: a
+    new worker's first requests, one per thread, each waited for them (a new
+    PostgreSQL backend process, a Redis connection and the queue's
+    declaration) on top of their own work. Workers are new after every deploy
+    and every max_requests recycle (2,000 requests: under load, a worker every
+    minute or so). Each of the pool's threads opens its own here (a barrier
+    makes the executor start them all); if the database or the broker is down,
+    the worker boots anyway and its requests connect as before."""
     from concurrent.futures import wait
 
     from django.db import connection
+
+    from agentconnect.celery import app
+    from sessions.task_queue import connect_this_thread
 
     pool = getattr(worker, "tpool", None)
     if pool is None:  # a worker class without a thread pool serves from this thread
@@ -96,19 +101,26 @@ def _connect_every_thread(worker: Any) -> None:
 
     def connect() -> None:
         barrier.wait(timeout=10)
-        connection.ensure_connection()
+        errors = []
+        for opening in (connection.ensure_connection, lambda: connect_this_thread(app)):
+            try:
+                opening()
+            except Exception as exc:  # down: the thread's first request connects, as before
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     if pool is None:
         try:
             connect()
         except Exception as exc:
-            worker.log.warning("could not open the database connection at boot: %r", exc)
+            worker.log.warning("could not open the database or broker connection at boot: %r", exc)
         return
     jobs = [pool.submit(connect) for _ in range(threads)]
     done, _ = wait(jobs, timeout=30)
     failures = [job.exception() for job in done if job.exception()]
     if failures or len(done) < threads:
-        worker.log.warning("could not open every thread's database connection at boot: %r", failures[:1])
+        worker.log.warning("could not open every thread's database and broker connections at boot: %r", failures[:1])
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -62,6 +62,12 @@ def enqueue(task: Task, *args: Any, **kwargs: Any) -> str:
     return task_id
 
 
+def connect_this_thread(app: Any) -> None:
+    """Make this thread's producer and connect it now (a web thread at boot), not at its first task."""
+    if not (app.conf.task_always_eager or app.conf.task_routes):
+        _producer(app, app.amqp.queues[app.conf.task_default_queue])
+
+
 def _producer(app: Any, queue: Any) -> Producer:
     """This thread's producer; its connection declares `queue` when it is made."""
     producer: Producer | None = getattr(_local, "producer", None)

@@ -569,13 +569,19 @@ REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_web_workers_open_every_request_threads_database_connection_before_serving() -> None:
+def test_web_workers_open_every_request_threads_connections_before_serving() -> None:
     """A new worker's first requests (one per thread, after every deploy and
-    max_requests recycle) do not each wait for a new PostgreSQL connection."""
+    max_requests recycle) do not each wait for a new PostgreSQL connection, nor
+    for the thread's broker connection (sessions/task_queue.py)."""
+    from urllib.parse import urlparse
+
     import psutil
+    from django.conf import settings
     from django.db import connection
 
     database_port = int(connection.settings_dict["PORT"] or 5432)
+    broker_port = urlparse(settings.CELERY_BROKER_URL).port
+    assert broker_port, "the tests run with a Redis broker"
     port = free_port()
     web = Process(
         [str(ENTRYPOINT), "web", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "3"],
@@ -587,15 +593,19 @@ def test_web_workers_open_every_request_threads_database_connection_before_servi
         wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz")
         master = psutil.Process(web.proc.pid)
 
-        def database_connections() -> list[int] | None:
+        def connected() -> list[tuple[int, int]] | None:
             workers = _gunicorn_workers(master)
             counts = sorted(
-                sum(1 for c in w.net_connections("tcp") if c.raddr and c.raddr.port == database_port)
+                (
+                    sum(1 for c in w.net_connections("tcp") if c.raddr and c.raddr.port == database_port),
+                    sum(1 for c in w.net_connections("tcp") if c.raddr and c.raddr.port == broker_port),
+                )
                 for w in workers
             )
-            return counts if len(workers) == 2 and counts == [3, 3] else None
+            done = len(workers) == 2 and all(db == 3 and broker >= 3 for db, broker in counts)
+            return counts if done else None
 
-        wait_for(database_connections, timeout=30, what="each worker's 3 threads connected to PostgreSQL")
+        wait_for(connected, timeout=30, what="each worker's 3 threads connected to PostgreSQL and the broker")
     finally:
         code = web.stop(timeout=40)
     assert code == 0, web.tail()
