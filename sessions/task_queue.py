@@ -15,8 +15,9 @@ of a session. Here:
   their queues too; on Redis, publishing to a queue needs no declaration);
   kombu reconnects it when the broker comes back, under the publish retry
   policy, as it does pooled ones;
-- with `task_always_eager` (the task runs here), or with task routes, it is
-  plain `apply_async`.
+- with `task_always_eager` (the task runs here), with task routes, or from
+  inside a task (reconcile's re-dispatch: the message records its parent
+  task), it is plain `apply_async`.
 
 Only for tasks called with positional and keyword arguments, no options
 (countdown, expires, queue...): the session tasks.
@@ -38,8 +39,12 @@ _local = threading.local()
 def enqueue(task: Task, *args: Any, **kwargs: Any) -> str:
     """Queue task(*args, **kwargs); its id. Raises what the broker raises once the publish retries are spent."""
     app = task.app
-    if app.conf.task_always_eager or app.conf.task_routes or getattr(task, "queue", None):
-        # Run here, or routed: Celery's general path.
+    if (
+        app.conf.task_always_eager
+        or app.conf.task_routes
+        or getattr(task, "queue", None)
+        or app.current_worker_task  # a task queued by a task records its parent: Celery's way
+    ):
         return str(task.apply_async(args, kwargs).id)
     queue = app.amqp.queues[app.conf.task_default_queue]
     producer = _producer(app, queue)
