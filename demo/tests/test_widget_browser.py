@@ -496,22 +496,32 @@ def test_demo_page_conversation_with_the_agent(
         reply = page.locator('.ac-line[data-speaker="agent"]').nth(1)
         expect(reply).to_contain_text("You said", timeout=90_000)
         expect(reply).to_have_attribute("data-final", "true", timeout=60_000)
-        # The visitor's turn is every final line before that reply: the VAD hands an
-        # utterance to the STT after AGENT_VAD_MIN_SILENCE_SECONDS, shorter than the
-        # endpointing delay, so the pause after "Hello," may make it two lines.
-        heard = page.locator(".ac-line").evaluate_all(
-            """lines => { const said = []; let agent = 0;
-                for (const line of lines) {
-                  if (line.dataset.speaker === 'agent' && ++agent === 2) break;
-                  if (line.dataset.speaker === 'user' && line.dataset.final === 'true')
-                    said.push(line.querySelector('.ac-text').textContent.trim());
-                }
-                return said.join(' '); }"""
-        )
-        assert heard.strip(), "the visitor's lines are empty"
-        common = words(heard) & words(VISITOR_SENTENCE)
-        assert len(common) >= 3, f"the transcript {heard!r} is not what was said ({VISITOR_SENTENCE!r})"
-        assert words(reply.locator(".ac-text").text_content() or "") & common
+        # A visitor's turn is every final line of theirs before an agent reply: the VAD
+        # hands an utterance to the STT after AGENT_VAD_MIN_SILENCE_SECONDS, shorter than
+        # the endpointing delay, so the pause after "Hello," may make it two lines. On a
+        # busy machine that pause can outlast the endpointing delay too, and the turn
+        # ends at "Hello"; the fake microphone loops its sentence, so the next turns are
+        # whole. The first turn that the STT heard, with the agent's echo of it, counts.
+        def turn_heard() -> tuple[str, str] | None:
+            turns = page.locator(".ac-line").evaluate_all(
+                """lines => { const turns = []; let said = []; let agent = 0;
+                    for (const line of lines) {
+                      const text = line.querySelector('.ac-text').textContent.trim();
+                      if (line.dataset.speaker === 'agent') {
+                        if (++agent > 1 && line.dataset.final === 'true') turns.push([said.join(' '), text]);
+                        said = [];
+                      } else if (line.dataset.final === 'true') said.push(text);
+                    }
+                    return turns; }"""
+            )
+            for said, echo in turns:
+                common = words(said) & words(VISITOR_SENTENCE)
+                if len(common) >= 3 and words(echo) & common:
+                    return said, echo
+            return None
+
+        heard = wait_for(turn_heard, timeout=120, interval=0.5, what=f"a turn that heard {VISITOR_SENTENCE!r}")
+        assert heard[1].startswith("You said"), heard
         shot = browser_run.screenshot(page, "mid-conversation")
         assert shot.stat().st_size > 10_000
         states = page.evaluate("window.__states")
