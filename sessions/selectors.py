@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from django.db import connection
 from django.db.models import Model, QuerySet
@@ -29,36 +30,77 @@ def session_get_for_company(*, company: Company, session_id: str) -> Conversatio
     return session
 
 
-@functools.cache
-def _active_row_sql(model: type[Model], *fields: str) -> str:
+class _ActiveRowLookup:
     """The ORM's plain lookup of a model's active row by the values of some fields,
-    written once per process instead of built and compiled on every call."""
-    meta, quote = model._meta, connection.ops.quote_name
-    columns = {field.name: field.column for field in meta.concrete_fields}
-    conditions = [f"{quote(columns[name])} = %s" for name in fields]
-    conditions.append(quote(columns["is_active"]))
-    return f"SELECT * FROM {quote(meta.db_table)} WHERE {' AND '.join(conditions)}"
+    written once per process instead of built and compiled on every call.
+
+    The two reads every widget request makes before its own work (the widget
+    key's company, the start's agent) went through QuerySet.get(), which built
+    and compiled the same query on each call, then through raw(), which maps the
+    row's columns to fields again on each call: together about a quarter of a
+    start's CPU in Django (docs/benchmarks.md). Here the columns are named in
+    the model's field order (not `SELECT *`: the table's order can differ, and
+    a column a later migration adds is not read), their converters (JSONField's,
+    on PostgreSQL) are looked up once, and the row becomes a model through
+    Model.from_db, as the ORM makes it.
+    """
+
+    def __init__(self, model: type[Model], *fields: str) -> None:
+        self.model, self.fields = model, fields
+        concrete = model._meta.concrete_fields
+        self.attnames = [field.attname for field in concrete]
+
+    @functools.cached_property
+    def sql(self) -> str:
+        meta, quote = self.model._meta, connection.ops.quote_name
+        columns = {field.name: field.column for field in meta.concrete_fields}
+        conditions = [f"{quote(columns[name])} = %s" for name in self.fields]
+        conditions.append(quote(columns["is_active"]))
+        selected = ", ".join(quote(field.column) for field in meta.concrete_fields)
+        return f"SELECT {selected} FROM {quote(meta.db_table)} WHERE {' AND '.join(conditions)}"
+
+    @functools.cached_property
+    def converters(self) -> list[tuple[int, list[Any], Any]]:
+        """(column index, the ORM's converters for it, its column expression), for the columns that have any."""
+        meta = self.model._meta
+        found = []
+        for index, field in enumerate(meta.concrete_fields):
+            column = field.get_col(meta.db_table)
+            converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if converters:
+                found.append((index, converters, column))
+        return found
+
+    def get(self, *values: Any) -> Any:
+        """The one active row with those values, as a model instance; None if there is none."""
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, values)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        if self.converters:
+            row = list(row)
+            for index, converters, column in self.converters:
+                for convert in converters:
+                    row[index] = convert(row[index], column, connection)
+        return self.model.from_db(connection.alias, self.attnames, row)
 
 
-# The two reads every widget request makes before its own work: through
-# QuerySet.get() the ORM built and compiled each query per call, about as much CPU
-# as the rest of the read (~1 ms each of a start's ~9 ms, measured in a request).
-# raw() still builds the model from the row, with every field and its converters.
+_company_by_widget_key = _ActiveRowLookup(Company, "widget_key")
+_agent_of_company = _ActiveRowLookup(VoiceAgent, "id", "company")
 
 
 def company_by_widget_key(key: str) -> Company | None:
     """The active company whose widget key this is."""
-    found = list(Company.objects.raw(_active_row_sql(Company, "widget_key"), [key]))
-    return found[0] if found else None
+    company: Company | None = _company_by_widget_key.get(key)
+    return company
 
 
 def agent_active_for_company(*, agent_id: int, company: Company) -> VoiceAgent | None:
     """The company's active agent with that id; another company's, or an inactive one, is None."""
-    found = list(VoiceAgent.objects.raw(_active_row_sql(VoiceAgent, "id", "company"), [agent_id, company.pk]))
-    if not found:
-        return None
-    agent = found[0]
-    agent.company = company
+    agent: VoiceAgent | None = _agent_of_company.get(agent_id, company.pk)
+    if agent is not None:
+        agent.company = company
     return agent
 
 
