@@ -99,6 +99,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        # Parameters sent apart from the query, and each query prepared on its
+        # connection from its second use: PostgreSQL then skips parsing and
+        # planning the same few statements on every request (a third of its CPU
+        # per start, docs/benchmarks.md). Off for a pooler in transaction mode
+        # that cannot follow prepared statements (PgBouncer before 1.21).
+        DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 2)
 # Lets two test runs share one PostgreSQL server without dropping each other's database.
 if env.str("TEST_DATABASE_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from sessions.selectors import agent_active_for_company, company_by_widget_key
 from tests.factories import CompanyFactory, VoiceAgentFactory
@@ -44,3 +51,45 @@ def test_the_widget_key_finds_its_active_company_whole_and_nothing_else(django_a
     assert company_by_widget_key("' OR '1'='1") is None
     Company.objects.filter(pk=company.pk).update(is_active=False)
     assert company_by_widget_key(company.widget_key) is None
+
+
+def test_the_lookups_are_prepared_and_survive_a_column_added_meanwhile() -> None:
+    """A migration that adds a column, run while web processes keep their prepared statements."""
+    agent = VoiceAgentFactory()
+    company = agent.company
+    for _ in range(3):  # prepared from the second use (DATABASE_PREPARED_STATEMENTS)
+        assert company_by_widget_key(company.widget_key) == company
+        assert agent_active_for_company(agent_id=agent.pk, company=company) == agent
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any('FROM "companies"' in sql and '"widget_key"' in sql for sql in prepared), prepared
+    assert any('FROM "voice_agents"' in sql for sql in prepared), prepared
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the factories' rows: checked now, so the table can change
+        cursor.execute("ALTER TABLE companies ADD COLUMN added_by_a_later_release integer")
+        cursor.execute("ALTER TABLE voice_agents ADD COLUMN added_by_a_later_release integer")
+    assert company_by_widget_key(company.widget_key) == company
+    assert agent_active_for_company(agent_id=agent.pk, company=company) == agent
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler(tmp_path: Path) -> None:
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps(s.DATABASES['default']['OPTIONS']))"
+    )
+    env = {**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:1/x", "PYTHONPATH": str(settings.BASE_DIR)}
+
+    def options(**extra: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return found
+
+    on = options()
+    assert on["server_side_binding"] is True and on["prepare_threshold"] == 2
+    off = options(DATABASE_PREPARED_STATEMENTS="false")
+    assert "server_side_binding" not in off and "prepare_threshold" not in off
