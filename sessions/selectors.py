@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Model, QuerySet
 
 from agentconnect.errors import ApplicationError
@@ -73,7 +73,8 @@ class _ActiveRowLookup:
 
     def get(self, *values: Any) -> Any:
         """The one active row with those values, as a model instance; None if there is none."""
-        with connection.cursor() as cursor:
+        db = connections[DEFAULT_DB_ALIAS]  # this thread's, once: each use of the `connection` proxy looks it up
+        with db.cursor() as cursor:
             cursor.execute(self.sql, values)
             row = cursor.fetchone()
         if row is None:
@@ -82,8 +83,8 @@ class _ActiveRowLookup:
             row = list(row)
             for index, converters, column in self.converters:
                 for convert in converters:
-                    row[index] = convert(row[index], column, connection)
-        return self.model.from_db(connection.alias, self.attnames, row)
+                    row[index] = convert(row[index], column, db)
+        return self.model.from_db(db.alias, self.attnames, row)
 
 
 _company_by_widget_key = _ActiveRowLookup(Company, "widget_key")

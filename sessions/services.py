@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Count, Field, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -203,7 +203,8 @@ def _insert_admitted(session: ConversationSession, company: Company) -> bool:
     start this statement does not admit goes the exact way (insert, _admit),
     which says which limit refused it, and takes the deployment lock near the cap.
     """
-    if connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]  # this thread's, once: each use of the `connection` proxy looks it up
+    if db.vendor != "postgresql":
         return False
     sql, fields = _admitted_insert_sql()
     cap: int = settings.MAX_LIVE_SESSIONS
@@ -214,17 +215,17 @@ def _insert_admitted(session: ConversationSession, company: Company) -> bool:
         "room": cap - settings.MAX_LIVE_SESSIONS_SLACK if cap else 2**62,
     }
     for n, field in enumerate(fields):  # what Model.save() would write
-        params[f"f{n}"] = field.get_db_prep_save(field.pre_save(session, True), connection)
+        params[f"f{n}"] = field.get_db_prep_save(field.pre_save(session, True), db)
     # In a caller's transaction, a failure must not abort it: a savepoint, as atomic() takes.
-    with transaction.atomic() if not connection.get_autocommit() else contextlib.nullcontext():
-        with connection.cursor() as cursor:
+    with transaction.atomic() if not db.get_autocommit() else contextlib.nullcontext():
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
     if row is None:
         return False
     session.pk = row[0]
     session._state.adding = False
-    session._state.db = connection.alias
+    session._state.db = db.alias
     return True
 
 
