@@ -29,6 +29,7 @@ import threading
 from typing import Any
 
 from celery import Task
+from celery.local import Proxy
 from kombu import Producer
 from kombu.common import maybe_declare
 from kombu.utils.uuid import uuid
@@ -38,6 +39,8 @@ _local = threading.local()
 
 def enqueue(task: Task, *args: Any, **kwargs: Any) -> str:
     """Queue task(*args, **kwargs); its id. Raises what the broker raises once the publish retries are spent."""
+    if isinstance(task, Proxy):  # @shared_task: the task itself, not a look-up through the proxy per attribute
+        task = task._get_current_object()
     app = task.app
     if (
         app.conf.task_always_eager
