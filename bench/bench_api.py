@@ -18,7 +18,7 @@ what is measured is the API's own work). For each concurrency level it sends
 Two load generators, chosen with --client: `raw` (the default), keep-alive
 HTTP/1.1 on asyncio streams, each request's bytes written out once and only
 the status line and the body's framing read back (~0.35 ms of CPU per request);
-and `aiohttp` (0.7-1.0 ms), the client of the runs before 2026-11-26 15:00 UTC.
+and `aiohttp` (0.66-1.0 ms), the client of the runs before 2026-11-26 15:00 UTC.
 Both share the machine's 2 cores with the server, so the lighter one takes
 less of the server's CPU and queues less in its own event loop: the latency
 it reports is more the server's.
