@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTEST_ARGS ?=
 MYPY_ARGS ?= agentconnect sessions voiceagents demo tests stubs bench
 
-.PHONY: help deps test run services-up services-down services-status lint bench
+.PHONY: help deps test run services-up services-down services-status lint format bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,14 @@ services-down: ## stop the test services
 services-status: ## show the test services
 	@scripts/test-services.sh status
 
-lint: deps ## type-check with mypy
-	@DJANGO_DEBUG=true .venv/bin/mypy $(MYPY_ARGS)
+lint: deps ## ruff (lint and format check) and mypy
+	@echo "==> ruff check"; .venv/bin/ruff check .
+	@echo "==> ruff format --check"; .venv/bin/ruff format --check .
+	@echo "==> mypy"; DJANGO_DEBUG=true .venv/bin/mypy $(MYPY_ARGS)
+
+format: deps ## apply ruff's fixes and formatting
+	@.venv/bin/ruff check --fix .
+	@.venv/bin/ruff format .
 
 bench: deps ## run the benchmarks in bench/ (they print figures, assert nothing)
 	@shopt -s nullglob; benches=(bench/bench_*.py); \

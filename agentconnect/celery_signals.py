@@ -66,6 +66,8 @@ def connect() -> None:
     signals.task_failure.connect(_on_failure, weak=False, dispatch_uid="agentconnect.task_failure")
     signals.task_retry.connect(_on_retry, weak=False, dispatch_uid="agentconnect.task_retry")
     # worker_ready: after the prefork pool has started, so its children do not inherit the socket.
-    signals.worker_ready.connect(_serve_worker_metrics, weak=False, dispatch_uid="agentconnect.worker_metrics")
+    signals.worker_ready.connect(
+        _serve_worker_metrics, weak=False, dispatch_uid="agentconnect.worker_metrics"
+    )
     # Connecting setup_logging stops Celery from replacing the root logger's handlers.
     signals.setup_logging.connect(_configure_logging, weak=False, dispatch_uid="agentconnect.logging")

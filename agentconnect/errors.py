@@ -135,9 +135,7 @@ def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonRe
 
 
 def json_500(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(
-        error_body("internal_error", "An unexpected error occurred."), status=500
-    )
+    return JsonResponse(error_body("internal_error", "An unexpected error occurred."), status=500)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> Any:

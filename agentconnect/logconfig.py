@@ -17,12 +17,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 CONTEXT_FIELDS = ("session_id", "room")
 
-_context: ContextVar[dict[str, Any]] = ContextVar("agentconnect_log_context", default={})
+_context: ContextVar[dict[str, Any]] = ContextVar(
+    "agentconnect_log_context",
+    default={},  # noqa: B039 - never mutated: log_context sets a new dict
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -57,7 +60,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -98,7 +101,11 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     """The LOGGING dict for settings: `log_format` is "json" or "text"."""
     if log_format not in ("json", "text"):
         raise ValueError(f"LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
-    formatter = "agentconnect.logconfig.JsonFormatter" if log_format == "json" else "agentconnect.logconfig.TextFormatter"
+    formatter = (
+        "agentconnect.logconfig.JsonFormatter"
+        if log_format == "json"
+        else "agentconnect.logconfig.TextFormatter"
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -156,7 +156,11 @@ def observe_status_change(*, session_pk: int, to: str, fields: Mapping[str, Any]
 def _observe_dispatch_latency(session_pk: int, started_at: datetime | None) -> None:
     from sessions.models import ConversationSession
 
-    row = ConversationSession.objects.filter(pk=session_pk).values("created_at", "mode", "agent_started_at").first()
+    row = (
+        ConversationSession.objects.filter(pk=session_pk)
+        .values("created_at", "mode", "agent_started_at")
+        .first()
+    )
     if row is None:
         return
     started = started_at or row["agent_started_at"]

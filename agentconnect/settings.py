@@ -211,8 +211,12 @@ RATE_LIMITS = {
     "token_per_key": env.str("RATE_LIMIT_TOKEN_PER_KEY", default="1200/min"),
 }
 for _scope, _rate in RATE_LIMITS.items():
-    if _rate.lower() not in ("off", "") and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
-        raise ImproperlyConfigured(f"rate limit {_scope}: {_rate!r} is not '<count>/<s|min|hour|day>' or 'off'")
+    if _rate.lower() not in ("off", "") and not re.fullmatch(
+        r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", _rate
+    ):
+        raise ImproperlyConfigured(
+            f"rate limit {_scope}: {_rate!r} is not '<count>/<s|min|hour|day>' or 'off'"
+        )
 RATE_LIMIT_KEY_PREFIX = "ratelimit"
 # The client address is REMOTE_ADDR unless this names a header that *our* proxy
 # sets (e.g. X-Forwarded-For behind a load balancer); a client can forge any header.
@@ -240,9 +244,7 @@ LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS = env.int("LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS
 LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS = env.int("LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS", default=20)
 LIVEKIT_CONFERENCE_MAX_PARTICIPANTS = env.int("LIVEKIT_CONFERENCE_MAX_PARTICIPANTS", default=50)
 LIVEKIT_VOICE_AGENT_NAME = env.str("LIVEKIT_VOICE_AGENT_NAME", default="agentconnect-voice")
-LIVEKIT_CONFERENCE_AGENT_NAME = env.str(
-    "LIVEKIT_CONFERENCE_AGENT_NAME", default="agentconnect-conference"
-)
+LIVEKIT_CONFERENCE_AGENT_NAME = env.str("LIVEKIT_CONFERENCE_AGENT_NAME", default="agentconnect-conference")
 # A session whose agent has not joined this long after dispatch is failed by reconcile.
 AGENT_START_TIMEOUT_SECONDS = env.int("AGENT_START_TIMEOUT_SECONDS", default=60)
 # A session stuck in pending/dispatching this long (lost task, broker outage) is failed.
@@ -325,9 +327,7 @@ AGENT_SYSTEM_PROMPT = env.str(
     "AGENT_SYSTEM_PROMPT",
     default="You are a helpful, concise voice assistant. Keep answers short and spoken.",
 )
-AGENT_GREETING_MESSAGE = env.str(
-    "AGENT_GREETING_MESSAGE", default="Hello! How can I help you today?"
-)
+AGENT_GREETING_MESSAGE = env.str("AGENT_GREETING_MESSAGE", default="Hello! How can I help you today?")
 
 # --- AI providers (keys are secrets; base URLs allow OpenAI-compatible servers) --------
 

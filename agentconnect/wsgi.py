@@ -20,11 +20,11 @@ def _import_what_first_requests_would() -> None:
 
     from agentconnect.celery import app
 
-    get_resolver().url_patterns
+    get_resolver().url_patterns  # noqa: B018 - the access compiles the URLconf
     app.finalize(auto=True)
-    app.backend
+    app.backend  # noqa: B018 - the access builds the result backend
     with app.connection_for_write() as connection:
-        connection.transport
+        connection.transport  # noqa: B018 - the access loads the transport
 
 
 _import_what_first_requests_would()

@@ -159,7 +159,9 @@ def ensure_services() -> None:
     """The shared PostgreSQL and Redis (started if down; never stopped here: others use them),
     on the ports scripts/test-services.sh wrote to .run/test/env (its defaults before a first start)."""
     test = _test_env_file()
-    pg = urlparse(os.environ.get("DATABASE_URL") or test.get("DATABASE_URL", "postgres://127.0.0.1:54329")).port
+    pg = urlparse(
+        os.environ.get("DATABASE_URL") or test.get("DATABASE_URL", "postgres://127.0.0.1:54329")
+    ).port
     redis = urlparse(os.environ.get("REDIS_URL") or test.get("REDIS_URL", "redis://127.0.0.1:63799")).port
     if port_open(pg or 54329) and port_open(redis or 63799):
         return
@@ -261,14 +263,18 @@ def stack(
     env = bench_env()
     st = Stack(env=env)
     with contextlib.ExitStack() as stack_:
+
         def stopper(name: str) -> Callable[[], None]:
             def stop() -> None:
                 proc = st.procs.get(name)
                 if proc is not None:
                     proc.stop()
+
             return stop
 
-        lk = _process([str(ROOT / ".bin" / "livekit-server"), "--config", str(livekit_config(env))], env, "livekit")
+        lk = _process(
+            [str(ROOT / ".bin" / "livekit-server"), "--config", str(livekit_config(env))], env, "livekit"
+        )
         st.procs["livekit"] = lk
         stack_.callback(stopper("livekit"))
         wait_port(LIVEKIT_PORT, 30, "livekit-server")
@@ -358,9 +364,7 @@ def in_room(proc: Any) -> bool:
     import psutil
 
     try:
-        return any(
-            c.raddr and c.raddr.port == LIVEKIT_PORT for c in proc.net_connections(kind="tcp")
-        )
+        return any(c.raddr and c.raddr.port == LIVEKIT_PORT for c in proc.net_connections(kind="tcp"))
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -452,12 +456,21 @@ def start_session(st: Stack, agent: Any, session_id: str) -> dict[str, Any]:
     return _post(
         f"{st.api}/api/v1/livekit-agents/start-voice-session",
         agent.company.widget_key,
-        {"session_id": session_id, "agent_id": agent.pk, "company_id": agent.company_id, "participant_name": "Bench"},
+        {
+            "session_id": session_id,
+            "agent_id": agent.pk,
+            "company_id": agent.company_id,
+            "participant_name": "Bench",
+        },
     )
 
 
 def stop_session(st: Stack, agent: Any, session_id: str) -> dict[str, Any]:
-    return _post(f"{st.api}/api/v1/livekit-agents/stop-voice-session", agent.company.widget_key, {"session_id": session_id})
+    return _post(
+        f"{st.api}/api/v1/livekit-agents/stop-voice-session",
+        agent.company.widget_key,
+        {"session_id": session_id},
+    )
 
 
 def session_row(session_id: str) -> Any:
@@ -644,7 +657,9 @@ def turn_metrics(session_id: str) -> dict[str, list[float]]:
     return out
 
 
-async def echo_round_trips(env: dict[str, str], pcm: bytes, rate: int, duration: float, n: int) -> list[float]:
+async def echo_round_trips(
+    env: dict[str, str], pcm: bytes, rate: int, duration: float, n: int
+) -> list[float]:
     """Audio round trip through livekit-server with no agent: a participant that republishes
     every frame it receives from the visitor. Visitor's speech start -> first echoed sound."""
     from livekit import api, rtc
@@ -653,7 +668,12 @@ async def echo_round_trips(env: dict[str, str], pcm: bytes, rate: int, duration:
 
     def token(identity: str, room: str) -> str:
         grant = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
-        return api.AccessToken(LIVEKIT_KEY, env["LIVEKIT_API_SECRET"]).with_identity(identity).with_grants(grant).to_jwt()
+        return (
+            api.AccessToken(LIVEKIT_KEY, env["LIVEKIT_API_SECRET"])
+            .with_identity(identity)
+            .with_grants(grant)
+            .to_jwt()
+        )
 
     url = env["LIVEKIT_URL"]
     room_name = f"bench-echo-{int(time.time())}"
@@ -689,7 +709,9 @@ async def echo_round_trips(env: dict[str, str], pcm: bytes, rate: int, duration:
             started = ended - duration
             heard = visitor.heard.get("echo")
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (heard is None or not [t for t in heard.bursts if t >= started]):
+            while time.monotonic() < deadline and (
+                heard is None or not [t for t in heard.bursts if t >= started]
+            ):
                 await asyncio.sleep(0.01)
                 heard = visitor.heard.get("echo")
             if heard is not None:

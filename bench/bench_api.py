@@ -52,8 +52,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_cycles import ROOT as ROOT_DIR  # noqa: E402
-from load_cycles import STATUS, START, percentile, running_stack, seed, use_port_offset  # noqa: E402
+from load_cycles import ROOT as ROOT_DIR
+from load_cycles import START, STATUS, percentile, running_stack, seed, use_port_offset
 
 
 class RawHTTP:
@@ -71,7 +71,11 @@ class RawHTTP:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         payload = b"" if body is None else json.dumps(body).encode()
-        content = f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n" if body is not None else ""
+        content = (
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            if body is not None
+            else ""
+        )
         self.writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}{content}\r\n".encode() + payload)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -102,7 +106,9 @@ class RawHTTP:
         self.reader = self.writer = None
 
 
-async def hammer(base: str, key: str, concurrency: int, total: int, make: Any, client: str = "raw") -> dict[str, Any]:
+async def hammer(
+    base: str, key: str, concurrency: int, total: int, make: Any, client: str = "raw"
+) -> dict[str, Any]:
     if client == "raw":
         return await _hammer_raw(base, key, concurrency, total, make)
     return await _hammer_aiohttp(base, key, concurrency, total, make)
@@ -145,7 +151,9 @@ async def _hammer_aiohttp(base: str, key: str, concurrency: int, total: int, mak
             for n in counter:
                 method, path, body = make(n)
                 t0 = time.perf_counter()
-                async with http.request(method, base + path, json=body, timeout=aiohttp.ClientTimeout(total=60)) as r:
+                async with http.request(
+                    method, base + path, json=body, timeout=aiohttp.ClientTimeout(total=60)
+                ) as r:
                     await r.read()
                     statuses[r.status] = statuses.get(r.status, 0) + 1
                 (firsts if first else latencies).append((time.perf_counter() - t0) * 1000)
@@ -210,40 +218,61 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--workers", type=int, default=3, help="gunicorn processes (production: 3)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process (production: 4)")
-    parser.add_argument("--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)")
-    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="load generator (see above)")
+    parser.add_argument(
+        "--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)"
+    )
+    parser.add_argument(
+        "--client", choices=["raw", "aiohttp"], default="raw", help="load generator (see above)"
+    )
     args = parser.parse_args()
     use_port_offset(args.port_offset)
     if not 1 <= args.requests <= 20000 or any(not 1 <= c <= 200 for c in args.concurrency):
         raise SystemExit("keep it bounded: 1-20000 requests, concurrency 1-200")
 
     print(f"gunicorn: {args.workers} workers x {args.threads} threads; load generator: {args.client}")
-    with running_stack(celery=False, livekit=False, gunicorn_workers=args.workers, gunicorn_threads=args.threads) as st:
+    with running_stack(
+        celery=False, livekit=False, gunicorn_workers=args.workers, gunicorn_threads=args.threads
+    ) as st:
         ids = seed(st.env)
         key = ids["widget_key"]
         body = {"agent_id": ids["agent_id"], "company_id": ids["company_id"]}
         run = f"b{int(time.time())}"
 
         async def warm() -> None:
-            await hammer(st.api, key, 4, 40, lambda n: ("POST", START, {**body, "session_id": f"{run}-warm-{n}"}), args.client)
+            await hammer(
+                st.api,
+                key,
+                4,
+                40,
+                lambda n: ("POST", START, {**body, "session_id": f"{run}-warm-{n}"}),
+                args.client,
+            )
 
         asyncio.run(warm())
-        print(f"{'endpoint':<24} {'conc':>4} {'req/s':>8} {'median ms':>10} {'p99 ms':>8} "
-              f"{'server cpu ms':>13} {'client cpu ms':>13} {'cores busy':>10} {'1st max':>8} {'p99 rest':>8}  ok")
+        print(
+            f"{'endpoint':<24} {'conc':>4} {'req/s':>8} {'median ms':>10} {'p99 ms':>8} "
+            f"{'server cpu ms':>13} {'client cpu ms':>13} {'cores busy':>10} {'1st max':>8} {'p99 rest':>8}  ok"
+        )
         for concurrency in args.concurrency:
             kinds = {
-                "start-voice-session": lambda n, c=concurrency: ("POST", START, {**body, "session_id": f"{run}-{c}-{n}"}),
+                "start-voice-session": lambda n, c=concurrency: (
+                    "POST",
+                    START,
+                    {**body, "session_id": f"{run}-{c}-{n}"},
+                ),
                 "agent-status (DRF)": lambda n: ("GET", STATUS.format(f"{run}-warm-{n % 40}"), None),
                 "/healthz (floor)": lambda n: ("GET", "/healthz", None),
             }
             for name, make in kinds.items():
                 with CpuMeter(st.procs["gunicorn"].pid) as cpu:
                     result = asyncio.run(hammer(st.api, key, concurrency, args.requests, make, args.client))
-                print(f"{name:<24} {concurrency:>4} {result['rps']:>8.1f} {result['median']:>10.1f} "
-                      f"{result['p99']:>8.1f} {cpu.server_s * 1000 / args.requests:>13.2f} "
-                      f"{cpu.client_s * 1000 / args.requests:>13.2f} {cpu.busy:>10.0%} "
-                      f"{result['first_max']:>8.1f} {result['p99_rest']:>8.1f}  "
-                      f"{result['ok']:.0%} {result['statuses']}")
+                print(
+                    f"{name:<24} {concurrency:>4} {result['rps']:>8.1f} {result['median']:>10.1f} "
+                    f"{result['p99']:>8.1f} {cpu.server_s * 1000 / args.requests:>13.2f} "
+                    f"{cpu.client_s * 1000 / args.requests:>13.2f} {cpu.busy:>10.0%} "
+                    f"{result['first_max']:>8.1f} {result['p99_rest']:>8.1f}  "
+                    f"{result['ok']:.0%} {result['statuses']}"
+                )
         forget(st.env, run)
 
 

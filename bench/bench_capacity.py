@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _stack as S  # noqa: E402
+import _stack as S
 
 UTTERANCE = "what are your opening hours today"
 REPLY = "Sure, I can help with that."
@@ -112,7 +112,9 @@ async def add_conversation(st: S.Stack, agent: Any, session_id: str) -> Conversa
     return Conversation(session_id, visitor)
 
 
-async def run(st: S.Stack, agent: Any, args: argparse.Namespace, subtract: float) -> tuple[list[Level], float]:
+async def run(
+    st: S.Stack, agent: Any, args: argparse.Namespace, subtract: float
+) -> tuple[list[Level], float]:
     pcm, rate, _ = S.speech(UTTERANCE)
     levels = [int(x) for x in args.levels.split(",")]
     rng = random.Random(7)
@@ -128,7 +130,9 @@ async def run(st: S.Stack, agent: Any, args: argparse.Namespace, subtract: float
                 break
             print(f"\nlevel {n}: adding {n - len(conversations)} conversations", flush=True)
             while len(conversations) < n:
-                conversations.append(await add_conversation(st, agent, f"capacity-{tag}-{len(conversations)}"))
+                conversations.append(
+                    await add_conversation(st, agent, f"capacity-{tag}-{len(conversations)}")
+                )
             if not await wait_pool(st, n, 180):
                 print("   (the idle pool did not refill within 180 s; measuring anyway)")
             level = Level(conversations=n)
@@ -156,7 +160,10 @@ async def run(st: S.Stack, agent: Any, args: argparse.Namespace, subtract: float
                 level.missed += missed
             results.append(level)
             over = S.summary([t.latency - subtract for t in level.turns])
-            print(f"   {n} conversations: overhead {S.fmt_ms(over, ('median', 'p95'))}, no answer {level.missed}", flush=True)
+            print(
+                f"   {n} conversations: overhead {S.fmt_ms(over, ('median', 'p95'))}, no answer {level.missed}",
+                flush=True,
+            )
             first = S.summary([t.latency - subtract for t in results[0].turns])
             if n > levels[0] and over.get("n") and first.get("n") and over["p95"] > KNEE * first["p95"]:
                 print(f"   knee: p95 {over['p95'] * 1000:.0f} ms > {KNEE:.2f} x {first['p95'] * 1000:.0f} ms")
@@ -172,7 +179,9 @@ async def run(st: S.Stack, agent: Any, args: argparse.Namespace, subtract: float
 
 def report(results: list[Level], idle_rss: float, subtract: float) -> None:
     print("\n== capacity: concurrent 1:1 conversations, stub providers (zero added latency)")
-    print(f"   overhead = latency - {subtract:.2f} s (max of VAD min_silence_duration and endpointing min_delay)")
+    print(
+        f"   overhead = latency - {subtract:.2f} s (max of VAD min_silence_duration and endpointing min_delay)"
+    )
     print(f"   an idle prewarmed job process: RSS {idle_rss:.0f} MB")
     head = (
         f"   {'conv':>4} {'turns':>5} {'lat med':>8} {'lat p95':>8} {'ovh med':>8} {'ovh p95':>8} {'p95/1':>6}"
@@ -204,29 +213,41 @@ def report(results: list[Level], idle_rss: float, subtract: float) -> None:
             f" {level.cpu.get('visitors (this process)', 0):>8.2f} {level.cpu.get('machine', 0):>7.2f}"
         )
         if len(rooms) != level.conversations:
-            print(f"        ({len(rooms)} job processes found in a room for {level.conversations} conversations)")
+            print(
+                f"        ({len(rooms)} job processes found in a room for {level.conversations} conversations)"
+            )
     knee = next(
         (
             lv.conversations
             for lv in results[1:]
-            if first_p95 and lv.turns and S.summary([t.latency - subtract for t in lv.turns])["p95"] > KNEE * first_p95
+            if first_p95
+            and lv.turns
+            and S.summary([t.latency - subtract for t in lv.turns])["p95"] > KNEE * first_p95
         ),
         None,
     )
     held = [lv.conversations for lv in results if lv.conversations != knee]
     if knee:
-        print(f"\n   knee at {knee} conversations: p95 overhead > {KNEE:.2f} x the single-conversation p95;"
-              f" held below it: {max(c for c in held if c < knee)}")
+        print(
+            f"\n   knee at {knee} conversations: p95 overhead > {KNEE:.2f} x the single-conversation p95;"
+            f" held below it: {max(c for c in held if c < knee)}"
+        )
     else:
         print(f"\n   no knee up to {results[-1].conversations if results else 0} conversations")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--levels", default="1,2,4,6,8,10,12", help="conversation counts, ascending (max 12 sensible)")
+    parser.add_argument(
+        "--levels", default="1,2,4,6,8,10,12", help="conversation counts, ascending (max 12 sensible)"
+    )
     parser.add_argument("--samples", type=int, default=24, help="turns per level, in all (default 24)")
-    parser.add_argument("--min-turns", type=int, default=3, help="turns per conversation at least (default 3)")
-    parser.add_argument("--pause", type=float, default=0.8, help="seconds between an answer and the next question (+ jitter)")
+    parser.add_argument(
+        "--min-turns", type=int, default=3, help="turns per conversation at least (default 3)"
+    )
+    parser.add_argument(
+        "--pause", type=float, default=0.8, help="seconds between an answer and the next question (+ jitter)"
+    )
     parser.add_argument("--budget", type=float, default=1800, help="time budget, seconds")
     args = parser.parse_args()
 

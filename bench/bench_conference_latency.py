@@ -52,10 +52,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _stack as S  # noqa: E402
-from livekit import rtc  # noqa: E402
+import _stack as S
+from livekit import rtc
 
-from tests.visitor import SAMPLE_RATE, Heard, Visitor  # noqa: E402
+from tests.visitor import SAMPLE_RATE, Heard, Visitor
 
 # Its own ports, broker db, database and folder, so it can run beside the other benchmarks
 # (bench/_stack.py reads these module constants when it starts the stack).
@@ -163,7 +163,9 @@ class Room:
         await speaker.join(body["livekit_url"], body["user_token"])
         await asyncio.wait_for(speaker.joined_agent.wait(), 60)
         for i in range(self.listeners):
-            token = await asyncio.to_thread(widget_token, self.st, self.agent, self.session_id, f"Listener {i + 1}")
+            token = await asyncio.to_thread(
+                widget_token, self.st, self.agent, self.session_id, f"Listener {i + 1}"
+            )
             other = Listener()
             self.others.append(other)
             await other.join(token["livekit_url"], token["user_token"])
@@ -247,7 +249,7 @@ async def paired(
         for i in range(turns):
             if time.monotonic() > deadline:
                 break
-            first, second = (rooms if i % 2 == 0 else rooms[::-1])  # alternate who goes first
+            first, second = rooms if i % 2 == 0 else rooms[::-1]  # alternate who goes first
             a = await first.turn(pcm, rate)
             await asyncio.sleep(pause)
             b = await second.turn(pcm, rate)
@@ -261,7 +263,10 @@ async def paired(
                     flush=True,
                 )
         wall = time.monotonic() - started
-        cpu = ((S.tree_cpu_seconds(pids[0]) - cpu0[0]) / wall * 100, (S.tree_cpu_seconds(pids[1]) - cpu0[1]) / wall * 100)
+        cpu = (
+            (S.tree_cpu_seconds(pids[0]) - cpu0[0]) / wall * 100,
+            (S.tree_cpu_seconds(pids[1]) - cpu0[1]) / wall * 100,
+        )
     finally:
         for room in rooms:
             await room.close()
@@ -271,7 +276,9 @@ async def paired(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=12, help="pairs of turns per variant (default 12)")
-    parser.add_argument("--pause", type=float, default=0.8, help="seconds between an answer and the next question")
+    parser.add_argument(
+        "--pause", type=float, default=0.8, help="seconds between an answer and the next question"
+    )
     parser.add_argument("--budget", type=float, default=400, help="time budget per variant, seconds")
     parser.add_argument(
         "--variants",
@@ -298,7 +305,9 @@ def main() -> None:
     results: list[tuple[str, Room, Room, list[float]]] = []
     cpu: dict[str, tuple[float, float]] = {}
     stamp = int(time.time())
-    with S.stack(stub_args=["--fixed-transcript", UTTERANCE, "--reply-template", REPLY], log_prefix="conflat") as st:
+    with S.stack(
+        stub_args=["--fixed-transcript", UTTERANCE, "--reply-template", REPLY], log_prefix="conflat"
+    ) as st:
         worker: contextlib.ExitStack | None = None
         conf_proc: Any = None
         current: str | None = None
@@ -313,8 +322,14 @@ def main() -> None:
                 print(f"== {label} against 1:1, turns alternating", flush=True)
                 one, conf, diffs, cpu[label] = asyncio.run(
                     paired(
-                        st, one_to_one, conference, f"conflat-{stamp}-{len(results)}",
-                        listeners=listeners, turns=turns, pause=args.pause, budget=args.budget,
+                        st,
+                        one_to_one,
+                        conference,
+                        f"conflat-{stamp}-{len(results)}",
+                        listeners=listeners,
+                        turns=turns,
+                        pause=args.pause,
+                        budget=args.budget,
                         pids=(st.procs["worker"].proc.pid, conf_proc.proc.pid),
                     )
                 )
@@ -325,13 +340,17 @@ def main() -> None:
 
     print("\n== visitor stops speaking -> first agent audio; stub providers at zero latency, same sentence")
     print("   each conference variant is measured in alternation with the 1:1 agent (paired turns)")
-    print(f"   {'variant':<32} {'pairs':>5} {'1:1 median':>11} {'conf median':>12} {'added: median':>14} {'p95':>7}")
+    print(
+        f"   {'variant':<32} {'pairs':>5} {'1:1 median':>11} {'conf median':>12} {'added: median':>14} {'p95':>7}"
+    )
     for label, one, conf, diffs in results:
         a = S.summary([t.latency for t in one.turns])
         b = S.summary([t.latency for t in conf.turns])
         d = S.summary(diffs)
         if not d.get("n"):
-            print(f"   {label:<32}     0  (no complete pairs; missed 1:1 {one.missed}, conference {conf.missed})")
+            print(
+                f"   {label:<32}     0  (no complete pairs; missed 1:1 {one.missed}, conference {conf.missed})"
+            )
             continue
         print(
             f"   {label:<32} {d['n']:>5} {a['median'] * 1000:>9.0f}ms {b['median'] * 1000:>10.0f}ms "
@@ -339,7 +358,9 @@ def main() -> None:
             + (f"  (missed: 1:1 {one.missed}, conference {conf.missed})" if one.missed or conf.missed else "")
         )
     print("   added = conference latency - 1:1 latency of the same pair; target: < 100 ms")
-    print("\n   where the time goes (medians; stored transcript against the visitor's clock, see turn_phases):")
+    print(
+        "\n   where the time goes (medians; stored transcript against the visitor's clock, see turn_phases):"
+    )
     print(f"   {'variant':<32} {'in':>7} {'agent':>7} {'out':>7}   (1:1 of the same pairs: in / agent / out)")
     for label, one, conf, _ in results:
         of_one = turn_phases(one.session_id, one.turns)

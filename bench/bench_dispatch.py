@@ -62,7 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _stack as S  # noqa: E402
+import _stack as S
 
 AGENT_KIND = 4  # rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
@@ -120,7 +120,7 @@ async def one_session(st: S.Stack, agent: Any, mode: str, index: int, run_tag: s
         # let the agent finish starting before the visitor leaves, so every
         # session ends the normal way (visitor gone -> agent closes -> stopped)
         await S.wait_status(sample.session_id, ("active",), 15)
-    except Exception as exc:  # noqa: BLE001 - a failed session is a figure too
+    except Exception as exc:
         sample.error = repr(exc)
     finally:
         await visitor.leave()
@@ -148,7 +148,12 @@ async def baseline_joins(st: S.Stack, n: int, *, publish: bool) -> list[float]:
 
     def token(identity: str, room: str) -> str:
         grant = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
-        return api.AccessToken(S.LIVEKIT_KEY, st.env["LIVEKIT_API_SECRET"]).with_identity(identity).with_grants(grant).to_jwt()
+        return (
+            api.AccessToken(S.LIVEKIT_KEY, st.env["LIVEKIT_API_SECRET"])
+            .with_identity(identity)
+            .with_grants(grant)
+            .to_jwt()
+        )
 
     url = st.env["LIVEKIT_URL"]
     out = []
@@ -197,7 +202,12 @@ def provider_construction(n: int = 10) -> list[str]:
 
     url = "http://127.0.0.1:9/v1"  # never contacted: construction only
     settings = SimpleNamespace(
-        OPENAI_API_KEY="stub", OPENAI_BASE_URL=url, GROQ_API_KEY="", GROQ_BASE_URL="", DEEPGRAM_API_KEY="", DEEPGRAM_BASE_URL=""
+        OPENAI_API_KEY="stub",
+        OPENAI_BASE_URL=url,
+        GROQ_API_KEY="",
+        GROQ_BASE_URL="",
+        DEEPGRAM_API_KEY="",
+        DEEPGRAM_BASE_URL="",
     )
     config = {**S.STUB_PROVIDERS, "vad_enabled": True}
     build_providers(config, settings=settings)  # imports, VAD model and clients: prewarm pays them
@@ -215,16 +225,29 @@ def provider_construction(n: int = 10) -> list[str]:
 
     shared = openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)
     rows = [
-        ("build_providers, as a job calls it (clients made in prewarm)", cost(lambda: build_providers(config, settings=settings))),
-        ("the three plugins, each making its own HTTP client", cost(lambda: (
-            lk_openai.LLM(api_key="stub", base_url=url),
-            lk_openai.STT(api_key="stub", base_url=url, use_realtime=False),
-            lk_openai.TTS(api_key="stub", base_url=url, response_format="pcm"),
-        ))),
-        ("one openai.AsyncClient per job, shared by the three", cost(lambda: plugins(openai.AsyncClient(api_key="stub", base_url=url, max_retries=0)))),
+        (
+            "build_providers, as a job calls it (clients made in prewarm)",
+            cost(lambda: build_providers(config, settings=settings)),
+        ),
+        (
+            "the three plugins, each making its own HTTP client",
+            cost(
+                lambda: (
+                    lk_openai.LLM(api_key="stub", base_url=url),
+                    lk_openai.STT(api_key="stub", base_url=url, use_realtime=False),
+                    lk_openai.TTS(api_key="stub", base_url=url, response_format="pcm"),
+                )
+            ),
+        ),
+        (
+            "one openai.AsyncClient per job, shared by the three",
+            cost(lambda: plugins(openai.AsyncClient(api_key="stub", base_url=url, max_retries=0))),
+        ),
         ("the three on a client made once per process", cost(lambda: plugins(shared))),
     ]
-    return [f"     {label:<66} {cpu * 1000:5.0f} ms CPU {wall * 1000:6.0f} ms wall" for label, (cpu, wall) in rows]
+    return [
+        f"     {label:<66} {cpu * 1000:5.0f} ms CPU {wall * 1000:6.0f} ms wall" for label, (cpu, wall) in rows
+    ]
 
 
 def _livekit_records(lines: list[str]) -> list[dict[str, Any]]:
@@ -318,7 +341,11 @@ def breakdown(st: S.Stack, samples: list[Sample]) -> dict[str, dict[str, float]]
 STAGES = [
     ("API: POST -> response", "posted", "response"),
     ("queue: response -> task running (dispatching)", "response", "status_dispatching"),
-    ("LiveKit API: dispatching -> starting (room + dispatch created)", "status_dispatching", "status_starting"),
+    (
+        "LiveKit API: dispatching -> starting (room + dispatch created)",
+        "status_dispatching",
+        "status_starting",
+    ),
     ("job offer: starting -> worker logs 'received job request'", "status_starting", "job_received"),
     ("job start: job request -> agent signals (server)", "job_received", "agent_signal"),
     ("agent connect: signal -> participant active (server)", "agent_signal", "agent_active"),
@@ -341,7 +368,9 @@ def print_mode(
         print(f"   error {s.session_id}: {s.error}")
     print(f"   POST -> agent seen by visitor: {S.fmt_ms(stats)}")
     if stats.get("n") and baseline.get("n"):
-        print(f"   ratio to the bare-participant baseline (median): {stats['median'] / baseline['median']:.1f}x")
+        print(
+            f"   ratio to the bare-participant baseline (median): {stats['median'] / baseline['median']:.1f}x"
+        )
     print(f"   POST -> first greeting audio:  {S.fmt_ms(S.summary([s.greeting for s in ok if s.greeting]))}")
     print(f"   POST -> visitor connected:     {S.fmt_ms(S.summary([s.visitor_connected for s in ok]))}")
     before = sum(1 for s in ok if s.agent_before_visitor)
@@ -360,8 +389,10 @@ def print_mode(
             print(f"     {label:<66} {st['median'] * 1000:7.0f} {st['p95'] * 1000:7.0f} ms  (n={st['n']})")
     kinds = sorted({k for s in ok for k in stalls.get(s.room, {})} - {"cpu"})
     if kinds:
-        print("   job event-loop stalls between job request and agent seen (livekit-agents' own"
-              " 'event loop blocked' reports, >100 ms each), mean per session:")
+        print(
+            "   job event-loop stalls between job request and agent seen (livekit-agents' own"
+            " 'event loop blocked' reports, >100 ms each), mean per session:"
+        )
         for kind in kinds + ["cpu"]:
             total = sum(stalls.get(s.room, {}).get(kind, 0.0) for s in ok)
             label = "of which CPU time in the stalled loop" if kind == "cpu" else kind
@@ -390,7 +421,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=20, help="sessions per mode (default 20)")
     parser.add_argument("--modes", default="celery,eager", help="celery, eager or both (default)")
-    parser.add_argument("--baseline", type=int, default=10, help="bare-participant joins (default 10; 5 more without publishing)")
+    parser.add_argument(
+        "--baseline",
+        type=int,
+        default=10,
+        help="bare-participant joins (default 10; 5 more without publishing)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="time budget per mode, seconds")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -416,8 +452,12 @@ def main() -> None:
     construction = provider_construction()
     base_stats = S.summary(base)
     print("\n== dispatch latency: POST start-voice-session -> agent participant seen by the visitor")
-    print(f"   baseline, a bare participant joining and publishing audio (visitor sees it): {S.fmt_ms(base_stats)}")
-    print(f"   the same without publishing (livekit batches such joins every 3 s): {S.fmt_ms(S.summary(base_silent))}")
+    print(
+        f"   baseline, a bare participant joining and publishing audio (visitor sees it): {S.fmt_ms(base_stats)}"
+    )
+    print(
+        f"   the same without publishing (livekit batches such joins every 3 s): {S.fmt_ms(S.summary(base_silent))}"
+    )
     for mode, samples in results.items():
         print_mode(mode, samples, base_stats, stalls)
     print("\n== provider construction, as the job does it before connecting (mean of 10, this process):")

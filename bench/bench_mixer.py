@@ -44,9 +44,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from livekit import rtc  # noqa: E402
+from livekit import rtc
 
-from voiceagents.worker.mixer import ConferenceMixer  # noqa: E402
+from voiceagents.worker.mixer import ConferenceMixer
 
 SAMPLE_RATE = 16000  # what the conference agent mixes at (voiceagents/worker/conference.py)
 PRODUCTION_FRAME_MS = 20  # voiceagents.worker.conference.FRAME_MS
@@ -95,7 +95,7 @@ async def kernel_once(kind: str, n: int, blocks: int, frame_ms: int) -> float:
         for key in keys:
             mixer.add_source(key)
         for _ in range(blocks):
-            for key, src in zip(keys, sources):
+            for key, src in zip(keys, sources, strict=True):
                 mixer.push(key, await src.__anext__())
             mixer.mix_block()
             await mixer.__anext__()
@@ -122,14 +122,24 @@ class PacedStream:
     queue. `max_depth` shows how much piled up behind a slow reader."""
 
     def __init__(
-        self, frames: list[rtc.AudioFrame], period: float, start: float, stop: float, stall_after: float | None
+        self,
+        frames: list[rtc.AudioFrame],
+        period: float,
+        start: float,
+        stop: float,
+        stall_after: float | None,
     ) -> None:
         self._queue: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
         self.max_depth = 0
         self._task = asyncio.create_task(self._produce(frames, period, start, stop, stall_after))
 
     async def _produce(
-        self, frames: list[rtc.AudioFrame], period: float, start: float, stop: float, stall_after: float | None
+        self,
+        frames: list[rtc.AudioFrame],
+        period: float,
+        start: float,
+        stop: float,
+        stall_after: float | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         k = 0
@@ -162,7 +172,9 @@ class PacedStream:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def realtime_once(kind: str, n: int, seconds: float, frame_ms: int, *, stall: bool = False) -> dict[str, float]:
+async def realtime_once(
+    kind: str, n: int, seconds: float, frame_ms: int, *, stall: bool = False
+) -> dict[str, float]:
     """n paced streams for `seconds` through a mixer (or none: "baseline"), consumed in real time."""
     loop = asyncio.get_running_loop()
     period = frame_ms / 1000
@@ -245,7 +257,9 @@ async def main(seconds: float, sizes: list[int], repeats: int, blocks: int) -> N
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     print()
-    print(f"1. CPU per 10 ms of audio (µs; / 100 = % of one core in real time), {blocks} blocks, stream reading subtracted")
+    print(
+        f"1. CPU per 10 ms of audio (µs; / 100 = % of one core in real time), {blocks} blocks, stream reading subtracted"
+    )
     header = f"{'participants':>12} | {'block':>5} | {'ours':>8} | {'rtc.AudioMixer':>14} | {'ratio':>6}"
     print(header)
     print("-" * len(header))

@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _stack as S  # noqa: E402
+import _stack as S
 
 UTTERANCE = "what are your opening hours today"
 REPLY = "Sure, I can help with that."
@@ -89,8 +89,12 @@ async def one_conversation(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=24, help="turns in the conversation (default 24)")
-    parser.add_argument("--pause", type=float, default=0.8, help="seconds between the agent's answer and the next question")
-    parser.add_argument("--echo", type=int, default=10, help="transport round trips for the baseline (default 10)")
+    parser.add_argument(
+        "--pause", type=float, default=0.8, help="seconds between the agent's answer and the next question"
+    )
+    parser.add_argument(
+        "--echo", type=int, default=10, help="transport round trips for the baseline (default 10)"
+    )
     parser.add_argument("--budget", type=float, default=600, help="time budget for the conversation, seconds")
     args = parser.parse_args()
 
@@ -107,23 +111,31 @@ def main() -> None:
         pcm, rate, duration = S.speech(UTTERANCE)
         trips = asyncio.run(S.echo_round_trips(st.env, pcm, rate, duration, args.echo))
         print(f"transport baseline done ({len(trips)} round trips)", flush=True)
-        turns, missed = asyncio.run(one_conversation(st, agent, session_id, args.turns, args.pause, args.budget))
+        turns, missed = asyncio.run(
+            one_conversation(st, agent, session_id, args.turns, args.pause, args.budget)
+        )
         metrics = S.turn_metrics(session_id)
 
     latency = S.summary([t.latency for t in turns])
     overhead = S.summary([t.latency - subtract for t in turns])
     echo = S.summary(trips)
     print("\n== turn latency: visitor stops speaking -> first agent audio at the visitor")
-    print(f"   utterance {duration:.2f} s of espeak speech; reply {REPLY!r}; stub providers, zero added latency")
+    print(
+        f"   utterance {duration:.2f} s of espeak speech; reply {REPLY!r}; stub providers, zero added latency"
+    )
     print(
         "   agent configuration: endpointing min_delay {endpointing_min_delay:.2f} s (max_delay"
         " {endpointing_max_delay:.2f} s), VAD min_silence_duration {vad_min_silence_duration:.2f} s,"
         " VAD deactivation threshold {vad_deactivation_threshold:.2f}, preemptive TTS {preemptive},"
         " captions synced to the voice {synced}".format(
-            preemptive=bool(config["preemptive_tts"]), synced=bool(settings.AGENT_SYNC_TRANSCRIPTION), **config
+            preemptive=bool(config["preemptive_tts"]),
+            synced=bool(settings.AGENT_SYNC_TRANSCRIPTION),
+            **config,
         )
     )
-    print(f"   subtracted: {subtract:.2f} s = max(VAD min_silence_duration, endpointing min_delay); they overlap")
+    print(
+        f"   subtracted: {subtract:.2f} s = max(VAD min_silence_duration, endpointing min_delay); they overlap"
+    )
     print(f"   raw latency:        {S.fmt_ms(latency)}")
     print(f"   overhead:           {S.fmt_ms(overhead)}")
     if missed:

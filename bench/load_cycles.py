@@ -167,7 +167,13 @@ def _migrate(env: dict[str, str]) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
 
 
 @contextlib.contextmanager
@@ -182,7 +188,20 @@ def running_stack(
     _migrate(env)
     st = Stack(env)
     try:
-        st.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no"])
+        st.spawn(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(REDIS_PORT),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
         _wait_port(REDIS_PORT, "redis-server")
         if livekit:
             config = WORK / "livekit.yaml"
@@ -198,13 +217,34 @@ def running_stack(
             "gunicorn",
             # The production configuration (deploy/gunicorn.conf.py: gthread, 3 workers x 4
             # threads), on loopback.
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{API_PORT}", "--workers", str(gunicorn_workers), "--threads", str(gunicorn_threads)],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{API_PORT}",
+                "--workers",
+                str(gunicorn_workers),
+                "--threads",
+                str(gunicorn_threads),
+            ],
         )
         _wait_port(API_PORT, "gunicorn")
         if celery:
-            st.spawn("celery", [sys.executable, "celery_worker.py", "--pool=threads", "--concurrency=8",
-                                "--without-heartbeat", "--without-mingle", "--without-gossip"])
+            st.spawn(
+                "celery",
+                [
+                    sys.executable,
+                    "celery_worker.py",
+                    "--pool=threads",
+                    "--concurrency=8",
+                    "--without-heartbeat",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+            )
             time.sleep(3)  # the worker connects to the broker; tasks queued before then just wait
         yield st
     finally:
@@ -220,7 +260,15 @@ def seed(env: dict[str, str]) -> dict[str, Any]:
         "a = VoiceAgentFactory(company=CompanyFactory(slug=slug, name=slug, max_concurrent_sessions=1000000))\n"
         "print(json.dumps({'company_id': a.company_id, 'agent_id': a.pk, 'widget_key': a.company.widget_key}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -243,7 +291,9 @@ class Tally:
     session_ids: list[str] = field(default_factory=list)
 
 
-async def _call(http: aiohttp.ClientSession, tally: Tally, method: str, url: str, **kw: Any) -> dict[str, Any]:
+async def _call(
+    http: aiohttp.ClientSession, tally: Tally, method: str, url: str, **kw: Any
+) -> dict[str, Any]:
     async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=30), **kw) as response:
         tally.statuses[response.status] += 1
         body = await response.json(content_type=None)
@@ -252,7 +302,9 @@ async def _call(http: aiohttp.ClientSession, tally: Tally, method: str, url: str
         return dict(body)
 
 
-async def _poll(http: aiohttp.ClientSession, tally: Tally, url: str, done: set[str], timeout: float = 30) -> str:
+async def _poll(
+    http: aiohttp.ClientSession, tally: Tally, url: str, done: set[str], timeout: float = 30
+) -> str:
     deadline = time.monotonic() + timeout
     while True:
         status = str((await _call(http, tally, "GET", url)).get("status"))
@@ -261,7 +313,9 @@ async def _poll(http: aiohttp.ClientSession, tally: Tally, url: str, done: set[s
         await asyncio.sleep(0.1)
 
 
-async def one_cycle(http: aiohttp.ClientSession, base: str, ids: dict[str, Any], n: int, run: str, tally: Tally) -> None:
+async def one_cycle(
+    http: aiohttp.ClientSession, base: str, ids: dict[str, Any], n: int, run: str, tally: Tally
+) -> None:
     session_id = f"{run}-{n}"
     began = time.monotonic()
     body = {"session_id": session_id, "agent_id": ids["agent_id"], "company_id": ids["company_id"]}
@@ -296,7 +350,9 @@ async def run_cycles(
     for n in range(cycles):
         queue.put_nowait(n)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base_url=None, connector=connector, headers={"X-Widget-Key": ids["widget_key"]}) as http:
+    async with aiohttp.ClientSession(
+        base_url=None, connector=connector, headers={"X-Widget-Key": ids["widget_key"]}
+    ) as http:
 
         async def lane() -> None:
             while not queue.empty():
@@ -338,8 +394,14 @@ def audit(env: dict[str, str], run: str, company_id: int) -> dict[str, Any]:
         " 'live_counter': counter, 'live_sessions': live}))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, input=json.dumps([run, company_id]),
-        capture_output=True, text=True, check=True, timeout=300,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps([run, company_id]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -349,7 +411,9 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=25)
     parser.add_argument("--deadline", type=float, default=900, help="seconds for all the cycles")
-    parser.add_argument("--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)")
+    parser.add_argument(
+        "--port-offset", type=int, default=0, help="shift the stack's ports (another checkout's run)"
+    )
     args = parser.parse_args()
     use_port_offset(args.port_offset)
     if not 1 <= args.cycles <= 5000 or not 1 <= args.concurrency <= 200:
@@ -359,25 +423,42 @@ def main() -> int:
         ids = seed(st.env)
         run = f"load{int(time.time())}"
         asyncio.run(warm_up(st.api, ids["widget_key"]))
-        tally, elapsed = asyncio.run(run_cycles(st.api, ids, args.cycles, args.concurrency, args.deadline, run))
+        tally, elapsed = asyncio.run(
+            run_cycles(st.api, ids, args.cycles, args.concurrency, args.deadline, run)
+        )
         time.sleep(2)  # the last webhooks land
         found = audit(st.env, run, ids["company_id"])
 
     fives = sum(n for code, n in tally.statuses.items() if code >= 500)
     terminal = sum(n for status, n in found["statuses"].items() if status in TERMINAL)
-    print(f"cycles: {len(tally.cycle_seconds)}/{args.cycles} completed at concurrency {args.concurrency} in {elapsed:.1f} s")
+    print(
+        f"cycles: {len(tally.cycle_seconds)}/{args.cycles} completed at concurrency {args.concurrency} in {elapsed:.1f} s"
+    )
     print(f"  sustained: {len(tally.cycle_seconds) / elapsed:.1f} sessions/s (start+dispatch+stop+close)")
-    print(f"  cycle time: median {statistics.median(tally.cycle_seconds):.2f} s, p99 {percentile(tally.cycle_seconds, 99):.2f} s")
-    print(f"  start-voice-session under this load: median {statistics.median(tally.start_ms):.1f} ms, p99 {percentile(tally.start_ms, 99):.1f} ms")
+    print(
+        f"  cycle time: median {statistics.median(tally.cycle_seconds):.2f} s, p99 {percentile(tally.cycle_seconds, 99):.2f} s"
+    )
+    print(
+        f"  start-voice-session under this load: median {statistics.median(tally.start_ms):.1f} ms, p99 {percentile(tally.start_ms, 99):.1f} ms"
+    )
     print(f"  HTTP statuses: {dict(sorted(tally.statuses.items()))}; 5xx: {fives}")
     print(f"audit: {found['sessions']} sessions, {terminal} terminal {found['statuses']}")
-    print(f"  leaked rooms: {len(found['leaked_rooms'])}, orphan dispatches: {found['leaked_dispatches']}, "
-          f"reconcile afterwards: {found['reconcile']}")
-    print(f"  the company's live-session counter: {found['live_counter']} (live sessions in the table: {found['live_sessions']})")
+    print(
+        f"  leaked rooms: {len(found['leaked_rooms'])}, orphan dispatches: {found['leaked_dispatches']}, "
+        f"reconcile afterwards: {found['reconcile']}"
+    )
+    print(
+        f"  the company's live-session counter: {found['live_counter']} (live sessions in the table: {found['live_sessions']})"
+    )
     for error in tally.errors[:10]:
         print("  error:", error)
-    ok = (fives == 0 and not found["leaked_rooms"] and terminal == found["sessions"] and not tally.errors
-          and found["live_counter"] == found["live_sessions"])
+    ok = (
+        fives == 0
+        and not found["leaked_rooms"]
+        and terminal == found["sessions"]
+        and not tally.errors
+        and found["live_counter"] == found["live_sessions"]
+    )
     print("RESULT:", "clean" if ok else "FINDINGS (see above)")
     return 0 if ok else 1
 

@@ -120,7 +120,9 @@ def _connect_every_thread(worker: Any) -> None:
     done, _ = wait(jobs, timeout=30)
     failures = [job.exception() for job in done if job.exception()]
     if failures or len(done) < threads:
-        worker.log.warning("could not open every thread's database and broker connections at boot: %r", failures[:1])
+        worker.log.warning(
+            "could not open every thread's database and broker connections at boot: %r", failures[:1]
+        )
 
 
 def child_exit(server: Any, worker: Any) -> None:

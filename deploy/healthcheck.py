@@ -70,7 +70,9 @@ def main(argv: list[str]) -> int:
         return 0 if http_ok(url or "http://127.0.0.1:8000/healthz") else 1
     if role in ("voice-agent", "conference-agent"):
         var, default = (
-            ("VOICE_AGENT_HTTP_PORT", "8081") if role == "voice-agent" else ("CONFERENCE_AGENT_HTTP_PORT", "8082")
+            ("VOICE_AGENT_HTTP_PORT", "8081")
+            if role == "voice-agent"
+            else ("CONFERENCE_AGENT_HTTP_PORT", "8082")
         )
         return 0 if http_ok(url or f"http://127.0.0.1:{os.environ.get(var) or default}/") else 1
     if role == "worker":

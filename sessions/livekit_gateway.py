@@ -39,7 +39,14 @@ class LiveKitRejected(LiveKitError):
     """The server refused the request; repeating it will not help."""
 
 
-_TRANSIENT_CODES = {"unavailable", "internal", "deadline_exceeded", "resource_exhausted", "aborted", "unknown"}
+_TRANSIENT_CODES = {
+    "unavailable",
+    "internal",
+    "deadline_exceeded",
+    "resource_exhausted",
+    "aborted",
+    "unknown",
+}
 
 
 def _http_url() -> str:
@@ -63,15 +70,15 @@ def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
     except api.ServerError as exc:
         # The HTTP status decides first: a 401 (wrong key or secret) arrives
         # with code "unknown", and retrying it only delays the failure.
-        transient = exc.status >= 500 or exc.status == 429 or (
-            exc.status < 400 and exc.code in _TRANSIENT_CODES
+        transient = (
+            exc.status >= 500 or exc.status == 429 or (exc.status < 400 and exc.code in _TRANSIENT_CODES)
         )
         if transient:
             raise LiveKitUnavailable(f"LiveKit server error: {exc.message or exc.code}") from exc
         raise LiveKitRejected(
             f"LiveKit refused the request ({exc.status}): {exc.message or exc.code}"
         ) from exc
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise LiveKitUnavailable(f"LiveKit server unreachable at {settings.LIVEKIT_URL}: {exc!r}") from exc
 
 
@@ -103,9 +110,7 @@ def room_ensure_with_dispatch(spec: RoomSpec, *, replace: bool = False) -> str:
                 # Naming the dispatch at creation keeps LiveKit from adding its
                 # default (unnamed) dispatch: the room gets exactly our agent.
                 agents=[
-                    api.RoomAgentDispatch(
-                        agent_name=spec.agent_name, metadata=json.dumps(spec.metadata)
-                    )
+                    api.RoomAgentDispatch(agent_name=spec.agent_name, metadata=json.dumps(spec.metadata))
                 ],
             )
         )
@@ -220,7 +225,5 @@ def user_token(*, room_name: str, identity: str, name: str, ttl_seconds: int | N
 
 def webhook_receive(body: str, auth_header: str) -> api.WebhookEvent:
     """Verify a webhook's signature and parse it; raises on a bad or missing signature."""
-    receiver = api.WebhookReceiver(
-        api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
-    )
+    receiver = api.WebhookReceiver(api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET))
     return receiver.receive(body, auth_header)

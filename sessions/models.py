@@ -57,9 +57,7 @@ class ConversationSession(models.Model):
         db_table = "conversation_sessions"
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["company", "session_id"], name="session_unique_per_company"
-            ),
+            models.UniqueConstraint(fields=["company", "session_id"], name="session_unique_per_company"),
             models.CheckConstraint(
                 condition=models.Q(agent_status__in=AgentStatus.values),
                 name="session_valid_status",
@@ -68,9 +66,7 @@ class ConversationSession(models.Model):
                 condition=~models.Q(agent_status=AgentStatus.FAILED) | ~models.Q(failure_reason=""),
                 name="session_failed_has_reason",
             ),
-            models.CheckConstraint(
-                condition=models.Q(mode__in=AgentMode.values), name="session_valid_mode"
-            ),
+            models.CheckConstraint(condition=models.Q(mode__in=AgentMode.values), name="session_valid_mode"),
         ]
 
     def __str__(self) -> str:
@@ -100,9 +96,7 @@ class CompanyLiveSessions(models.Model):
     overwrites it, and starts never lock the company row.
     """
 
-    company = models.OneToOneField(
-        Company, primary_key=True, on_delete=models.CASCADE, related_name="+"
-    )
+    company = models.OneToOneField(Company, primary_key=True, on_delete=models.CASCADE, related_name="+")
     live = models.PositiveIntegerField(default=0)
 
     class Meta:

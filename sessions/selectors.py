@@ -73,7 +73,9 @@ class _ActiveRowLookup:
 
     def get(self, *values: Any) -> Any:
         """The one active row with those values, as a model instance; None if there is none."""
-        db = connections[DEFAULT_DB_ALIAS]  # this thread's, once: each use of the `connection` proxy looks it up
+        db = connections[
+            DEFAULT_DB_ALIAS
+        ]  # this thread's, once: each use of the `connection` proxy looks it up
         with db.cursor() as cursor:
             cursor.execute(self.sql, values)
             row = cursor.fetchone()

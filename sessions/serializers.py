@@ -29,7 +29,9 @@ session_id_field = serializers.CharField(
         )
     ],
 )
-display_name_field = serializers.CharField(max_length=64, required=False, allow_blank=True, trim_whitespace=True)
+display_name_field = serializers.CharField(
+    max_length=64, required=False, allow_blank=True, trim_whitespace=True
+)
 
 
 class FlatSerializer(serializers.Serializer):
@@ -75,22 +77,20 @@ class StrictSerializer(FlatSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
         if unknown:
-            raise serializers.ValidationError(
-                {name: ["Unknown field."] for name in sorted(unknown)}
-            )
+            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
         return attrs
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Expected a JSON object."]}
-            )
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
         wrong: dict[str, list[str]] = {}
         for name, field in self.fields.items():
             value = data.get(name)
             if value is None:
                 continue  # absent, or null: the field itself says whether that is allowed
-            if isinstance(field, serializers.CharField | serializers.ChoiceField) and not isinstance(value, str):
+            if isinstance(field, serializers.CharField | serializers.ChoiceField) and not isinstance(
+                value, str
+            ):
                 wrong[name] = ["Expected a string."]
             elif isinstance(field, serializers.IntegerField) and (
                 not isinstance(value, int) or isinstance(value, bool)
@@ -106,24 +106,18 @@ class TranscriptQuery(serializers.Serializer):
 
 
 class StartVoiceSessionInput(StrictSerializer):
-    session_id = serializers.CharField(
-        max_length=64, required=False, validators=session_id_field.validators
-    )
+    session_id = serializers.CharField(max_length=64, required=False, validators=session_id_field.validators)
     agent_id = serializers.IntegerField(min_value=1, max_value=2**62)
     company_id = serializers.IntegerField(min_value=1, max_value=2**62)
     llm_provider = serializers.ChoiceField(choices=LLMProvider.choices, required=False)
-    llm_model = serializers.RegexField(
-        LLM_MODEL_PATTERN, max_length=LLM_MODEL_MAX_LENGTH, required=False
-    )
+    llm_model = serializers.RegexField(LLM_MODEL_PATTERN, max_length=LLM_MODEL_MAX_LENGTH, required=False)
     stt_provider = serializers.ChoiceField(choices=STTProvider.choices, required=False)
     tts_provider = serializers.ChoiceField(choices=TTSProvider.choices, required=False)
     voice_id = serializers.ChoiceField(choices=Voice.choices, required=False)
     system_prompt = serializers.CharField(
         max_length=SYSTEM_PROMPT_MAX_LENGTH, required=False, allow_blank=True, trim_whitespace=False
     )
-    greeting_message = serializers.CharField(
-        max_length=GREETING_MAX_LENGTH, required=False, allow_blank=True
-    )
+    greeting_message = serializers.CharField(max_length=GREETING_MAX_LENGTH, required=False, allow_blank=True)
     participant_name = display_name_field
 
 

@@ -51,9 +51,7 @@ def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
     """
     now = timezone.now()
     if to == AgentStatus.FAILED:
-        fields["failure_reason"] = (fields.get("failure_reason") or "unknown failure")[
-            :MAX_FAILURE_REASON
-        ]
+        fields["failure_reason"] = (fields.get("failure_reason") or "unknown failure")[:MAX_FAILURE_REASON]
     if to in TERMINAL_STATUSES:
         fields.setdefault("agent_stopped_at", now)
     # Ending a session also gives its company's counted place back, in this same
@@ -152,16 +150,14 @@ def _admit(company: Company) -> None:
             live_all = _live_everywhere()  # a new snapshot: every start committed before the lock
         if live_all > cap:
             raise AtCapacity(
-                f"The service is at its capacity of {cap} live voice sessions. "
-                "Try again in a minute.",
+                f"The service is at its capacity of {cap} live voice sessions. Try again in a minute.",
                 details={"limit": cap, "scope": "deployment"},
                 headers={"Retry-After": "30"},
             )
     limit = company.max_concurrent_sessions
     if live > limit:
         raise TooManySessions(
-            f"This company already has {live - 1} live sessions, its limit ({limit}). "
-            "End one and try again.",
+            f"This company already has {live - 1} live sessions, its limit ({limit}). End one and try again.",
             details={"limit": limit, "scope": "company"},
         )
 
@@ -294,9 +290,7 @@ def session_start(
     return StartResult(session=session, user_token=token, created=True)
 
 
-def _start_existing(
-    session: ConversationSession, agent: VoiceAgent, participant_name: str
-) -> StartResult:
+def _start_existing(session: ConversationSession, agent: VoiceAgent, participant_name: str) -> StartResult:
     if session.agent_id != agent.pk:
         raise Conflict("This session_id belongs to a session with another agent.")
     if session.is_terminal:
@@ -304,9 +298,7 @@ def _start_existing(
             f"Session {session.session_id} has ended ({session.agent_status}); "
             "start a new session with a new session_id."
         )
-    token = _visitor_token(
-        session, identity=session.visitor_identity, name=participant_name or "Visitor"
-    )
+    token = _visitor_token(session, identity=session.visitor_identity, name=participant_name or "Visitor")
     return StartResult(session=session, user_token=token, created=False)
 
 
@@ -500,9 +492,7 @@ def session_room_finished(*, room_name: str) -> bool:
     if session.agent_status in (AgentStatus.ACTIVE, AgentStatus.STOPPING):
         return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED)
     if session.agent_status == AgentStatus.STARTING and session.agent_started_at is None:
-        return session_fail(
-            session_pk=session.pk, reason="The room closed before an agent joined it."
-        )
+        return session_fail(session_pk=session.pk, reason="The room closed before an agent joined it.")
     return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED) or session_fail(
         session_pk=session.pk, reason="The room closed before the agent was dispatched."
     )
@@ -577,7 +567,9 @@ def live_counters_repair() -> int:
             if counter.live != live:
                 logger.warning(
                     "company %s: live-session counter said %s, the sessions say %s; repaired",
-                    company_id, counter.live, live,
+                    company_id,
+                    counter.live,
+                    live,
                 )
                 CompanyLiveSessions.objects.filter(company_id=company_id).update(live=live)
                 repaired += 1
@@ -652,7 +644,9 @@ def sessions_reconcile() -> ReconcileReport:
                 # (a broker restarted without persistence). Queue it again; a
                 # second delivery of a dispatch is harmless (session_dispatch).
                 # A dispatching session has a task retrying it: left alone.
-                logger.warning("session %s pending for %.0f s: dispatch queued again", session.pk, age.total_seconds())
+                logger.warning(
+                    "session %s pending for %.0f s: dispatch queued again", session.pk, age.total_seconds()
+                )
                 if _enqueue("dispatch_agent", session.pk):
                     report.requeued += 1
             continue

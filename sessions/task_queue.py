@@ -39,7 +39,9 @@ _local = threading.local()
 
 def enqueue(task: Task, *args: Any, **kwargs: Any) -> str:
     """Queue task(*args, **kwargs); its id. Raises what the broker raises once the publish retries are spent."""
-    if isinstance(task, Proxy):  # @shared_task: the task itself, not a look-up through the proxy per attribute
+    if isinstance(
+        task, Proxy
+    ):  # @shared_task: the task itself, not a look-up through the proxy per attribute
         task = task._get_current_object()
     app = task.app
     if (

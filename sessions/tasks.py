@@ -37,7 +37,9 @@ def dispatch_agent(self: Task, session_pk: int, replace: bool = False) -> None:
                 reason=f"Could not dispatch an agent after {self.request.retries + 1} attempts: {exc}",
             )
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES)
+        raise self.retry(
+            exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES
+        ) from exc
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -51,7 +53,9 @@ def stop_agent(self: Task, session_pk: int) -> None:
             # Stays `stopping`; reconcile closes the room once LiveKit is back.
             logger.error("could not close the room of session %s: %s", session_pk, exc)
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES)
+        raise self.retry(
+            exc=exc, countdown=_backoff(self.request.retries), max_retries=settings.CELERY_TASK_MAX_RETRIES
+        ) from exc
 
 
 @shared_task(acks_late=True, ignore_result=True)

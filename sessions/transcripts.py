@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -15,7 +14,7 @@ MAX_TURN_TEXT = 20_000
 
 
 def _ts(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=dt_timezone.utc) if value else None
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
 
 
 def transcript_turn_add(

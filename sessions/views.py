@@ -13,7 +13,8 @@ from agentconnect.errors import NotFound
 from voiceagents.models import Company
 
 from .authentication import HasWidgetKey, IsStaff, WidgetKeyAuthentication, widget_company
-from .selectors import session_get_for_company, session_for_staff, sessions_live
+from .schema import errors
+from .selectors import session_for_staff, session_get_for_company, sessions_live
 from .serializers import (
     ActiveAgentOutput,
     ActiveAgentsOutput,
@@ -28,13 +29,12 @@ from .serializers import (
     WidgetVoiceTokenOutput,
 )
 from .services import session_start, session_stop_for_company, session_widget_token
-from .schema import errors
 from .throttling import RateLimitedViewMixin
+from .transcripts import latency_summary
 
 SESSION_ID_PATH = OpenApiParameter(
     "session_id", str, OpenApiParameter.PATH, description="The session's public id (1–64 of A-Z a-z 0-9 - _)."
 )
-from .transcripts import latency_summary
 
 
 def _company_matches(request: Request, company_id: int | None) -> Company:
@@ -56,7 +56,9 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
         request=StartVoiceSessionInput,
         responses={
             201: StartVoiceSessionOutput,
-            200: OpenApiResponse(StartVoiceSessionOutput, description="That session_id is live: it, with a fresh token."),
+            200: OpenApiResponse(
+                StartVoiceSessionOutput, description="That session_id is live: it, with a fresh token."
+            ),
             **errors(400, 401, 403, 404, 409, 415, 429, 503),
         },
     )
@@ -89,14 +91,15 @@ class WidgetSessionViewSet(RateLimitedViewMixin, viewsets.ViewSet):
         ).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
-    @extend_schema(request=StopVoiceSessionInput, responses={200: StopVoiceSessionOutput, **errors(400, 401, 403, 404, 415)})
+    @extend_schema(
+        request=StopVoiceSessionInput,
+        responses={200: StopVoiceSessionOutput, **errors(400, 401, 403, 404, 415)},
+    )
     def stop(self, request: Request) -> Response:
         data = StopVoiceSessionInput(data=request.data)
         data.is_valid(raise_exception=True)
         company = _company_matches(request, data.validated_data.get("company_id"))
-        session = session_stop_for_company(
-            company=company, session_id=data.validated_data["session_id"]
-        )
+        session = session_stop_for_company(company=company, session_id=data.validated_data["session_id"])
         return Response(
             StopVoiceSessionOutput(
                 {
@@ -177,7 +180,9 @@ class TranscriptView(viewsets.ViewSet):
             session = session_get_for_company(company=request.auth, session_id=session_id)
         else:
             company_id = query.validated_data.get("company_id")
-            session = session_for_staff(session_id=session_id, company_id=str(company_id) if company_id else None)
+            session = session_for_staff(
+                session_id=session_id, company_id=str(company_id) if company_id else None
+            )
         if session is None:
             raise NotFound("No session with that session_id.")
         turns = list(session.turns.all())

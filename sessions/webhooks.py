@@ -20,7 +20,9 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 @csrf_exempt
 def livekit_webhook(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
-        response = JsonResponse(error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405)
+        response = JsonResponse(
+            error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405
+        )
         response["Allow"] = "POST"
         return response
     auth = request.headers.get("Authorization", "")

@@ -20,7 +20,7 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -88,9 +88,7 @@ class Endpointer:
         self._window = max(1, sample_rate // 100)
         self._rate = sample_rate
         self._threshold = threshold
-        self._min_silence_windows = (
-            None if min_silence_ms is None else max(1, math.ceil(min_silence_ms / 10))
-        )
+        self._min_silence_windows = None if min_silence_ms is None else max(1, math.ceil(min_silence_ms / 10))
         self._interim = interim
         self._utterance_end_windows = (
             None if utterance_end_ms is None else max(1, math.ceil(utterance_end_ms / 10))
@@ -159,10 +157,7 @@ class Endpointer:
             self._last_voiced_index = self._index
         else:
             self._silence_run += 1
-        if (
-            self._min_silence_windows is not None
-            and self._silence_run >= self._min_silence_windows
-        ):
+        if self._min_silence_windows is not None and self._silence_run >= self._min_silence_windows:
             events.append(self._end(speech_final=True))
         elif (self._index - self._utterance_start_index) * _WINDOW_S >= _MAX_UTTERANCE_S:
             # a monologue still gets finals, as Deepgram cuts long speech
@@ -321,9 +316,7 @@ class _ListenSession:
             "is_final": segment.kind == "final",
             "speech_final": segment.speech_final,
             "from_finalize": segment.from_finalize,
-            "channel": {
-                "alternatives": [_alternative(text, words, segment.start, self._opts["punctuate"])]
-            },
+            "channel": {"alternatives": [_alternative(text, words, segment.start, self._opts["punctuate"])]},
             "metadata": {
                 "request_id": self.request_id,
                 "model_info": {"name": self._opts["model"], "version": "stub", "arch": "stub"},
@@ -337,7 +330,7 @@ class _ListenSession:
             "transaction_key": "deprecated",
             "request_id": self.request_id,
             "sha256": self._sha.hexdigest(),
-            "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "duration": round(self.endpointer.audio_seconds, 3),
             "channels": self._opts["channels"],
             "models": [_MODEL_UUID],
@@ -364,9 +357,7 @@ async def _transcribe(
     return " ".join(w.word for w in words), words
 
 
-def _alternative(
-    text: str, words: list[RecognizedWord], offset: float, punctuate: bool
-) -> dict[str, Any]:
+def _alternative(text: str, words: list[RecognizedWord], offset: float, punctuate: bool) -> dict[str, Any]:
     transcript = text
     if punctuate and text:
         transcript = text[0].upper() + text[1:] + "."
@@ -472,7 +463,7 @@ async def _prerecorded(
     else:
         try:
             interleaved, rate, channels = await asyncio.to_thread(decode_audio, body)
-        except Exception as e:  # noqa: BLE001 - undecodable audio is the client's error
+        except Exception as e:
             return _deepgram_error(400, "Bad Request", f"could not decode the audio: {e}")
         samples = pcm16_to_mono(interleaved, channels)
     text, words = await _transcribe(state, samples, rate)
@@ -487,15 +478,11 @@ async def _prerecorded(
             "metadata": {
                 "request_id": request_id,
                 "sha256": hashlib.sha256(body).hexdigest(),
-                "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "duration": round(len(samples) / rate, 3) if rate else 0.0,
                 "channels": 1,
                 "models": [_MODEL_UUID],
             },
-            "results": {
-                "channels": [
-                    {"alternatives": [_alternative(text, words, 0.0, opts["punctuate"])]}
-                ]
-            },
+            "results": {"channels": [{"alternatives": [_alternative(text, words, 0.0, opts["punctuate"])]}]},
         }
     )

@@ -80,9 +80,7 @@ async def _gate(request: web.Request, endpoint: str) -> web.Response | None:
     if behaviour.latency > 0:
         await asyncio.sleep(behaviour.latency)
     if behaviour.mode == "error":
-        return openai_error(
-            behaviour.status, "The stub was told to fail this request.", type_="server_error"
-        )
+        return openai_error(behaviour.status, "The stub was told to fail this request.", type_="server_error")
     if behaviour.mode == "hang":
         await hang(request.app)
         return openai_error(503, "The stub is shutting down.", type_="server_error")
@@ -99,7 +97,9 @@ def _message_text(message: dict[str, Any]) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
 
@@ -162,17 +162,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ],
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
         if include_usage:
             event["usage"] = None
         return f"data: {json.dumps(event)}\n\n".encode()
 
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await response.write(chunk({"role": "assistant", "content": ""}, None))
     words = reply.split(" ")
@@ -260,7 +256,7 @@ async def audio_transcriptions(request: web.Request) -> web.StreamResponse:
         return openai_error(400, "you must provide a model parameter", type_="invalid_request_error")
     try:
         text, duration, words = await transcribe_upload(state, audio)
-    except Exception as e:  # noqa: BLE001 - an undecodable upload is the client's error
+    except Exception as e:
         return openai_error(400, f"Could not decode the audio file: {e}", type_="invalid_request_error")
     recorded.transcript = text
 

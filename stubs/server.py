@@ -28,12 +28,10 @@ import signal
 import threading
 import uuid
 from types import SimpleNamespace, TracebackType
-from typing import Any
 
 from aiohttp import web
 
-from . import RELEASE_KEY, STATE_KEY, HangReleaser, StubState
-from . import deepgram_stub, openai_stub
+from . import RELEASE_KEY, STATE_KEY, HangReleaser, StubState, deepgram_stub, openai_stub
 
 HOST = "127.0.0.1"
 
@@ -180,7 +178,7 @@ class StubServer:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self.astart())
-            except BaseException as e:  # noqa: BLE001 - handed to the starting thread
+            except BaseException as e:
                 failure.append(e)
                 ready.set()
                 loop.close()
@@ -255,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
         description="OpenAI/Groq/Deepgram stand-ins on 127.0.0.1 (real wire protocols, offline speech).",
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--api-key", default=None, help="require exactly this key (default: any non-empty key)")
+    parser.add_argument(
+        "--api-key", default=None, help="require exactly this key (default: any non-empty key)"
+    )
     parser.add_argument("--reply-template", default="Stub reply to: {text}")
     parser.add_argument("--fixed-transcript", default=None, help="skip pocketsphinx and always return this")
     parser.add_argument("--fallback-transcript", default="", help="returned when pocketsphinx hears no words")

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll `predicate` until it returns something truthy, for state that has no event to await
     (a row written by another process). Fails with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

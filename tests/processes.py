@@ -75,7 +75,9 @@ class Process:
             except queue.Empty:
                 continue
             if item is None:
-                raise AssertionError(f"{self.name} exited ({self.proc.poll()}) before {needle!r}:\n" + self.tail())
+                raise AssertionError(
+                    f"{self.name} exited ({self.proc.poll()}) before {needle!r}:\n" + self.tail()
+                )
             if needle in item:
                 return item
 
@@ -106,7 +108,14 @@ class Process:
 @contextmanager
 def celery_worker(env: dict[str, str] | None = None) -> Iterator[Process]:
     proc = Process(
-        [sys.executable, "celery_worker.py", "--pool=solo", "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        [
+            sys.executable,
+            "celery_worker.py",
+            "--pool=solo",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         env or test_database_env(),
         "celery worker",
     )

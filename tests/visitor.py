@@ -59,7 +59,9 @@ class Visitor:
 
     async def join(self, url: str, token: str) -> None:
         @self.room.on("track_subscribed")
-        def _on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        def _on_track(
+            track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
             if track.kind == rtc.TrackKind.KIND_AUDIO:
                 heard = self.heard.setdefault(participant.identity, Heard(participant.identity))
                 task = asyncio.create_task(self._listen(track, heard))
@@ -151,7 +153,9 @@ class Visitor:
         try:
             while not subscribed.done():
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"nobody subscribed to {self.name}'s microphone within {timeout:.0f} s")
+                    raise AssertionError(
+                        f"nobody subscribed to {self.name}'s microphone within {timeout:.0f} s"
+                    )
                 await self._push(silence, per_frame)
         finally:
             subscribed.cancel()

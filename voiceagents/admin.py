@@ -17,7 +17,15 @@ class VoiceAgentInline(admin.TabularInline):
 
 @admin.register(Company)
 class CompanyAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "widget_key_hint", "live_sessions", "max_concurrent_sessions", "is_active", "created_at")
+    list_display = (
+        "name",
+        "slug",
+        "widget_key_hint",
+        "live_sessions",
+        "max_concurrent_sessions",
+        "is_active",
+        "created_at",
+    )
     list_filter = ("is_active",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -44,7 +52,16 @@ class CompanyAdmin(admin.ModelAdmin):
 
 @admin.register(VoiceAgent)
 class VoiceAgentAdmin(admin.ModelAdmin):
-    list_display = ("name", "company", "mode", "llm_provider", "llm_model", "stt_provider", "tts_provider", "is_active")
+    list_display = (
+        "name",
+        "company",
+        "mode",
+        "llm_provider",
+        "llm_model",
+        "stt_provider",
+        "tts_provider",
+        "is_active",
+    )
     list_filter = ("mode", "is_active", "company", "llm_provider", "stt_provider", "tts_provider")
     search_fields = ("name", "company__name")
     readonly_fields = ("created_at", "updated_at")
@@ -53,7 +70,17 @@ class VoiceAgentAdmin(admin.ModelAdmin):
         ("Conversation", {"fields": ("system_prompt", "greeting_message")}),
         (
             "Providers (blank: deployment default)",
-            {"fields": ("llm_provider", "llm_model", "stt_provider", "tts_provider", "tts_voice", "vad_enabled", "allow_interruptions")},
+            {
+                "fields": (
+                    "llm_provider",
+                    "llm_model",
+                    "stt_provider",
+                    "tts_provider",
+                    "tts_voice",
+                    "vad_enabled",
+                    "allow_interruptions",
+                )
+            },
         ),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )

@@ -39,9 +39,7 @@ class Company(models.Model):
         help_text="Website origins allowed to use the widget key, e.g. "
         '["https://www.example.com"]. Browser requests from any other origin are refused.',
     )
-    max_concurrent_sessions = models.PositiveIntegerField(
-        default=10, validators=[MinValueValidator(1)]
-    )
+    max_concurrent_sessions = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -66,12 +64,8 @@ class VoiceAgent(models.Model):
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="agents")
     name = models.CharField(max_length=100)
     mode = models.CharField(max_length=20, choices=AgentMode.choices, default=AgentMode.ONE_TO_ONE)
-    system_prompt = models.TextField(
-        blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_LENGTH)]
-    )
-    greeting_message = models.TextField(
-        blank=True, validators=[MaxLengthValidator(GREETING_MAX_LENGTH)]
-    )
+    system_prompt = models.TextField(blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_LENGTH)])
+    greeting_message = models.TextField(blank=True, validators=[MaxLengthValidator(GREETING_MAX_LENGTH)])
     llm_provider = models.CharField(max_length=20, choices=LLMProvider.choices, blank=True)
     llm_model = models.CharField(
         max_length=LLM_MODEL_MAX_LENGTH,
@@ -82,9 +76,7 @@ class VoiceAgent(models.Model):
     tts_provider = models.CharField(max_length=20, choices=TTSProvider.choices, blank=True)
     tts_voice = models.CharField(max_length=20, choices=Voice.choices, blank=True)
     vad_enabled = models.BooleanField(null=True, blank=True, help_text="Blank: deployment default")
-    allow_interruptions = models.BooleanField(
-        null=True, blank=True, help_text="Blank: deployment default"
-    )
+    allow_interruptions = models.BooleanField(null=True, blank=True, help_text="Blank: deployment default")
     reply_policy = models.CharField(
         max_length=20,
         choices=ReplyPolicy.choices,

@@ -178,7 +178,11 @@ def test_every_setting_from_the_environment_is_in_env_example() -> None:
 
 
 def test_env_example_is_a_working_development_configuration(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not re.match(r"^(DJANGO|DATABASE|REDIS|CELERY|LIVEKIT|TEST_)", k)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not re.match(r"^(DJANGO|DATABASE|REDIS|CELERY|LIVEKIT|TEST_)", k)
+    }
     env.update(example_active())
     env["DJANGO_SETTINGS_MODULE"] = "agentconnect.settings"
     code = (
@@ -186,12 +190,21 @@ def test_env_example_is_a_working_development_configuration(tmp_path: Path) -> N
         "print(json.dumps([s.DEBUG, s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.LOG_FORMAT]))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     debug, engine, broker, log_format = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (debug, engine, broker, log_format) == (True, "django.db.backends.sqlite3", "filesystem://", "text")
+    assert (debug, engine, broker, log_format) == (
+        True,
+        "django.db.backends.sqlite3",
+        "filesystem://",
+        "text",
+    )
 
 
 # --- deploy/livekit.yaml --------------------------------------------------------------------------
@@ -230,7 +243,9 @@ def _livekit_with_compose_config(tmp_path: Path, keys: str) -> tuple[subprocess.
     assert binary.exists(), "livekit-server missing: run scripts/install-deps.sh"
     config = yaml.safe_load(LIVEKIT_YAML.read_text())
     config["port"] = free_port()
-    config["rtc"].update(tcp_port=free_port(), udp_port=free_port(), use_external_ip=False, node_ip="127.0.0.1")
+    config["rtc"].update(
+        tcp_port=free_port(), udp_port=free_port(), use_external_ip=False, node_ip="127.0.0.1"
+    )
     config["bind_addresses"] = ["127.0.0.1"]
     path = tmp_path / "livekit.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -285,7 +300,9 @@ def test_dockerfile_is_pinned_layered_and_non_root() -> None:
         name, _, tag = image.partition(":")
         assert tag and tag != "latest", image
     deps = lines.index("COPY requirements.txt /tmp/requirements.txt")
-    install = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install -r /tmp/requirements.txt"))
+    install = next(
+        i for i, line in enumerate(lines) if line.startswith("RUN pip install -r /tmp/requirements.txt")
+    )
     code = lines.index("COPY . .")
     assert deps < install < code, "dependencies must be installed before the code is copied"
     models = next(i for i, line in enumerate(lines) if "silero.VAD.load()" in line)
@@ -316,7 +333,15 @@ def test_entrypoint_is_executable_and_refuses_an_unknown_role() -> None:
     ).stdout
     assert not mode or mode.startswith("100755"), "commit the entrypoint executable"
     assert os.access(ENTRYPOINT, os.X_OK)
-    assert entrypoint_roles() >= {"web", "worker", "beat", "voice-agent", "conference-agent", "migrate", "healthcheck"}
+    assert entrypoint_roles() >= {
+        "web",
+        "worker",
+        "beat",
+        "voice-agent",
+        "conference-agent",
+        "migrate",
+        "healthcheck",
+    }
     result = subprocess.run([str(ENTRYPOINT), "bogus"], capture_output=True, text=True, timeout=10)
     assert result.returncode == 2 and "unknown command" in result.stderr
 
@@ -351,7 +376,11 @@ def test_web_role_runs_gunicorn_with_probes_metrics_and_json_logs(tmp_path: Path
     multiproc = tmp_path / "prometheus"
     web = Process(
         [str(ENTRYPOINT), "web", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        app_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), LOG_FORMAT="json", DJANGO_ALLOWED_HOSTS="voice.example.com"),
+        app_env(
+            PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+            LOG_FORMAT="json",
+            DJANGO_ALLOWED_HOSTS="voice.example.com",
+        ),
         "gunicorn",
     )
     base = f"http://127.0.0.1:{port}"
@@ -367,7 +396,10 @@ def test_web_role_runs_gunicorn_with_probes_metrics_and_json_logs(tmp_path: Path
 
         wait_for(lambda: get("/healthz")[0] == 200, timeout=30, what="gunicorn /healthz")
         check = subprocess.run(
-            [str(ENTRYPOINT), "healthcheck", "web", f"{base}/healthz"], capture_output=True, text=True, timeout=20
+            [str(ENTRYPOINT), "healthcheck", "web", f"{base}/healthz"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         assert check.returncode == 0, check.stderr
         status, body = get("/readyz")
@@ -402,7 +434,9 @@ def test_web_role_writes_access_lines_when_asked(tmp_path: Path) -> None:
     )
     try:
         web.wait_for_output("Booting worker", timeout=60)
-        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30, what="gunicorn /healthz")
+        wait_for(
+            lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30, what="gunicorn /healthz"
+        )
         line = web.wait_for_output("GET /healthz", timeout=10)
     finally:
         code = web.stop(timeout=40)
@@ -484,7 +518,9 @@ def test_systemd_units_have_the_keys_for_a_graceful_supervised_process() -> None
         else:
             assert stop >= 30, name
         assert unit["Install"]["WantedBy"] == "multi-user.target", name
-    assert parsed["agentconnect-web.service"]["Service"]["Type"] == "notify"  # gunicorn tells systemd it is ready
+    assert (
+        parsed["agentconnect-web.service"]["Service"]["Type"] == "notify"
+    )  # gunicorn tells systemd it is ready
 
 
 # optional on a developer's machine; under CI a missing tool fails the run instead
@@ -521,12 +557,18 @@ def test_web_role_spreads_simultaneous_keepalive_connections_over_its_workers() 
     )
     clients: list[socket.socket] = []
     try:
-        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz")
+        wait_for(
+            lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz"
+        )
         master = psutil.Process(web.proc.pid)
 
         def held() -> list[int]:
             return sorted(
-                sum(1 for c in w.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+                sum(
+                    1
+                    for c in w.net_connections("tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                )
                 for w in _gunicorn_workers(master)
             )
 
@@ -590,7 +632,9 @@ def test_web_workers_open_every_request_threads_connections_before_serving() -> 
     )
     try:
         # /healthz is answered without the database: nothing below was opened by a request.
-        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz")
+        wait_for(
+            lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="gunicorn /healthz"
+        )
         master = psutil.Process(web.proc.pid)
 
         def connected() -> list[tuple[int, int]] | None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -39,7 +39,7 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 def test_json_line_has_the_fields_and_the_conversation(capture: tuple) -> None:
     logger, stream, _ = capture
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     logger.info("agent %s joined", "AJ_1", extra={"session_id": "s-1", "room": "ac-1-x", "attempt": 2})
     [line] = lines(stream)
     assert list(line)[:6] == ["ts", "level", "logger", "message", "session_id", "room"]
@@ -49,7 +49,7 @@ def test_json_line_has_the_fields_and_the_conversation(capture: tuple) -> None:
     assert line["session_id"] == "s-1" and line["room"] == "ac-1-x"
     assert line["attempt"] == 2
     ts = datetime.fromisoformat(str(line["ts"]))
-    assert ts.tzinfo is not None and before - timedelta(seconds=1) <= ts <= datetime.now(timezone.utc)
+    assert ts.tzinfo is not None and before - timedelta(seconds=1) <= ts <= datetime.now(UTC)
 
 
 def test_json_line_without_context_has_no_empty_context_fields(capture: tuple) -> None:
@@ -64,7 +64,9 @@ def test_one_line_per_event_even_with_a_traceback_and_odd_values(capture: tuple)
     try:
         raise ValueError("boom\nsecond line")
     except ValueError:
-        logger.exception("failed for %s", "x", extra={"session_id": uuid.UUID(int=1), "when": datetime(2026, 1, 1)})
+        logger.exception(
+            "failed for %s", "x", extra={"session_id": uuid.UUID(int=1), "when": datetime(2026, 1, 1)}
+        )
     text = stream.getvalue()
     assert text.count("\n") == 1  # newlines inside are escaped: one event, one line
     [line] = lines(stream)
@@ -104,7 +106,13 @@ async def _log_later(logger: logging.Logger) -> None:
 def test_text_format_is_readable_and_shows_the_conversation() -> None:
     formatter = TextFormatter()
     record = logging.makeLogRecord(
-        {"name": "voiceagents.worker", "levelname": "INFO", "levelno": 20, "msg": "hello %s", "args": ("you",)}
+        {
+            "name": "voiceagents.worker",
+            "levelname": "INFO",
+            "levelno": 20,
+            "msg": "hello %s",
+            "args": ("you",),
+        }
     )
     assert formatter.format(record).endswith("INFO voiceagents.worker hello you")
     record.session_id, record.room = "s-1", "ac-1"

@@ -110,7 +110,10 @@ def test_metrics_after_a_real_session(live_server: Any, client: Client) -> None:
         )
         try:
             await asyncio.to_thread(
-                wait_for, lambda: status_of(session) == AgentStatus.ACTIVE, timeout=15, what="webhook → active"
+                wait_for,
+                lambda: status_of(session) == AgentStatus.ACTIVE,
+                timeout=15,
+                what="webhook → active",
             )
             return await asyncio.to_thread(scrape, client)
         finally:
@@ -128,9 +131,9 @@ def test_metrics_after_a_real_session(live_server: Any, client: Client) -> None:
 
     latency = (session.agent_started_at - session.created_at).total_seconds()
     assert delta(before, active, "agentconnect_dispatch_latency_seconds_count", mode="one_to_one") == 1
-    assert delta(before, active, "agentconnect_dispatch_latency_seconds_sum", mode="one_to_one") == pytest.approx(
-        latency, abs=1e-3
-    )
+    assert delta(
+        before, active, "agentconnect_dispatch_latency_seconds_sum", mode="one_to_one"
+    ) == pytest.approx(latency, abs=1e-3)
     # The observation sits in the first bucket at or above it, and in none below.
     buckets = sorted(
         (float(dict(labels)["le"]), count)
@@ -152,10 +155,13 @@ def test_metrics_after_a_real_session(live_server: Any, client: Client) -> None:
     assert value(after, "agentconnect_active_agents", mode="one_to_one") == 0
     assert delta(before, after, "agentconnect_celery_tasks_total", task=STOP, outcome="success") == 1
     assert delta(before, after, "agentconnect_dispatch_latency_seconds_count", mode="one_to_one") == 1
-    assert sum(
-        delta(before, after, "agentconnect_session_failures_total", reason=category)
-        for category in ("livekit_unreachable", "no_worker", "other", "agent_left_early")
-    ) == 0
+    assert (
+        sum(
+            delta(before, after, "agentconnect_session_failures_total", reason=category)
+            for category in ("livekit_unreachable", "no_worker", "other", "agent_left_early")
+        )
+        == 0
+    )
     lk.room_close(session.agent_room_name)
 
 
@@ -217,22 +223,35 @@ def test_turn_latencies_reported_by_workers(client: Client) -> None:
     }
     for stage, (count, total) in expected.items():
         assert delta(before, after, "agentconnect_turn_latency_seconds_count", stage=stage) == count, stage
-        assert delta(before, after, "agentconnect_turn_latency_seconds_sum", stage=stage) == pytest.approx(total), stage
+        assert delta(before, after, "agentconnect_turn_latency_seconds_sum", stage=stage) == pytest.approx(
+            total
+        ), stage
     assert delta(before, after, "agentconnect_turn_latency_seconds_bucket", stage="llm_ttft", le="0.3") == 1
     assert delta(before, after, "agentconnect_turn_latency_seconds_bucket", stage="llm_ttft", le="0.5") == 2
-    assert not any(name.startswith("agentconnect_turn") and ("stage", "bogus") in labels for name, labels in after)
+    assert not any(
+        name.startswith("agentconnect_turn") and ("stage", "bogus") in labels for name, labels in after
+    )
 
 
 def test_failure_reasons_fall_into_fixed_categories() -> None:
     # The reasons written by sessions/services.py and sessions/tasks.py.
-    assert failure_category("Could not queue the dispatch agent task: the task broker is unreachable.") == "broker_unreachable"
+    assert (
+        failure_category("Could not queue the dispatch agent task: the task broker is unreachable.")
+        == "broker_unreachable"
+    )
     assert failure_category("Dispatch refused: LiveKit refused the request: bad") == "dispatch_refused"
     assert failure_category("Could not dispatch an agent after 6 attempts: x") == "livekit_unreachable"
-    assert failure_category("The agent was not dispatched within 120 s (is a Celery worker running?)") == "dispatch_timeout"
+    assert (
+        failure_category("The agent was not dispatched within 120 s (is a Celery worker running?)")
+        == "dispatch_timeout"
+    )
     assert failure_category("No agent worker joined within 60 s (is a 'x' worker running?).") == "no_worker"
     assert failure_category("The room closed before an agent joined it.") == "room_closed_before_join"
     assert failure_category("The room closed before the agent was dispatched.") == "room_closed_before_join"
-    assert failure_category("The agent's connection to the room was lost (worker crash).") == "agent_connection_lost"
+    assert (
+        failure_category("The agent's connection to the room was lost (worker crash).")
+        == "agent_connection_lost"
+    )
     assert failure_category("The agent left the room before it had started.") == "agent_left_early"
     assert failure_category("The STT provider failed: 500") == "other"
 
@@ -248,7 +267,10 @@ def test_metrics_token_is_required_when_set(client: Client, settings: Any) -> No
     samples = scrape(client, HTTP_AUTHORIZATION="Bearer metrics-secret")
     assert ("agentconnect_metrics_database_up", ()) in samples
     # A scraper addressing the container by name is not refused by ALLOWED_HOSTS.
-    assert client.get("/metrics", HTTP_HOST="web:8000", HTTP_AUTHORIZATION="Bearer metrics-secret").status_code == 200
+    assert (
+        client.get("/metrics", HTTP_HOST="web:8000", HTTP_AUTHORIZATION="Bearer metrics-secret").status_code
+        == 200
+    )
 
 
 def test_metrics_still_answer_when_the_database_is_down(client: Client) -> None:
@@ -285,7 +307,12 @@ def test_multiprocess_mode_sums_every_process(tmp_path: Path) -> None:
     multiproc = tmp_path / "prometheus"  # created by agentconnect.metrics on import
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", MULTIPROCESS_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", MULTIPROCESS_SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     samples = parse(result.stdout)
@@ -312,8 +339,15 @@ def test_celery_worker_serves_task_metrics_of_its_pool(tmp_path: Path) -> None:
         "LOG_FORMAT": "json",
     }
     worker = Process(
-        [sys.executable, "celery_worker.py", "--pool=prefork", "--concurrency=2", "--without-heartbeat",
-         "--without-mingle", "--without-gossip"],
+        [
+            sys.executable,
+            "celery_worker.py",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         env,
         "celery worker",
     )
@@ -327,7 +361,9 @@ def test_celery_worker_serves_task_metrics_of_its_pool(tmp_path: Path) -> None:
             format="json",
         )
         session = ConversationSession.objects.get(session_id="worker-metrics")
-        wait_for(lambda: status_of(session) == AgentStatus.STARTING, timeout=30, what="dispatch by the worker")
+        wait_for(
+            lambda: status_of(session) == AgentStatus.STARTING, timeout=30, what="dispatch by the worker"
+        )
 
         def task_successes() -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

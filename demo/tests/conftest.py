@@ -70,9 +70,15 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert shutil.which(tool), f"{tool} missing: scripts/install-deps.sh installs it"
     folder = tmp_path_factory.mktemp("speech")
     raw, wav = folder / "raw.wav", folder / "visitor.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(raw), VISITOR_SENTENCE], check=True, timeout=60)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(raw), VISITOR_SENTENCE], check=True, timeout=60
+    )
     # 2 s of silence first (the agent greets), 8 s after (room for the reply) before the loop repeats.
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "2", "8"], check=True, timeout=60)
+    subprocess.run(
+        ["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "2", "8"],
+        check=True,
+        timeout=60,
+    )
     info = subprocess.run(["soxi", "-r", str(wav)], check=True, capture_output=True, text=True, timeout=30)
     assert info.stdout.strip() == "48000"
     return wav
@@ -173,8 +179,12 @@ class BrowserRun:
 
 
 @pytest.fixture
-def browser_run(playwright_driver: Any, speech_wav: Path, request: pytest.FixtureRequest) -> Iterator[BrowserRun]:
-    run = BrowserRun(driver=playwright_driver, wav=speech_wav, name=re.sub(r"[^\w.-]+", "_", request.node.name))
+def browser_run(
+    playwright_driver: Any, speech_wav: Path, request: pytest.FixtureRequest
+) -> Iterator[BrowserRun]:
+    run = BrowserRun(
+        driver=playwright_driver, wav=speech_wav, name=re.sub(r"[^\w.-]+", "_", request.node.name)
+    )
     try:
         yield run
     finally:

@@ -50,8 +50,17 @@ def test_demo_page_setting_follows_debug_unless_set(debug: str, flag: str | None
     if flag is not None:
         env["DEMO_PAGE_ENABLED"] = flag
     out = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEMO_PAGE_ENABLED)"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEMO_PAGE_ENABLED)",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == expected
 
@@ -95,7 +104,7 @@ def test_demo_with_no_agents_says_so(enabled: Any) -> None:
     response = Client().get("/demo/")
     assert response.status_code == 200
     assert b"No active agents yet" in response.content
-    assert b"agentconnect/widget.js\"" not in response.content
+    assert b'agentconnect/widget.js"' not in response.content
 
 
 def test_conference_agent_offers_join_link_and_one_to_one_does_not(enabled: Any) -> None:
@@ -112,11 +121,13 @@ def test_join_mode_embeds_the_session_for_conference_agents_only(enabled: Any) -
     assert tag["data-join"] == "true"
     assert tag["data-session-id"] == "room-42_a"
     # a 1:1 session cannot be joined (the same identity would take the visitor's place)
-    assert "data-join" not in script_tag(Client().get(f"/demo/?agent={one.pk}&join=room-42_a").content.decode())
+    assert "data-join" not in script_tag(
+        Client().get(f"/demo/?agent={one.pk}&join=room-42_a").content.decode()
+    )
     # nor can an id that is not a session id
     bad = Client().get(f"/demo/?agent={conference.pk}&join=%22%3E%3Cscript%3E").content.decode()
     assert "data-join" not in script_tag(bad)
-    assert "<script>\"" not in bad
+    assert '<script>"' not in bad
 
 
 def test_demo_warns_when_the_page_origin_is_not_allowed(enabled: Any) -> None:

@@ -8,7 +8,6 @@ The widget lives in a shadow root; Playwright's CSS locators pierce it.
 from __future__ import annotations
 
 import os
-
 import re
 import sys
 import uuid
@@ -17,15 +16,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from sessions import livekit_gateway as lk
 from sessions.models import LIVE_STATUSES, AgentStatus, ConversationSession
 from sessions.services import session_start
+from tests import processes
 from tests.factories import CompanyFactory, VoiceAgentFactory
 from tests.helpers import wait_for
-from tests import processes
 from voiceagents.catalog import AgentMode, LLMProvider, STTProvider, TTSProvider
 from voiceagents.models import Company, VoiceAgent
 
@@ -34,7 +32,11 @@ from .conftest import ARTIFACTS, ROOT, VISITOR_SENTENCE, BrowserRun, HostSite, o
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GREETING = "Hello from the browser test agent. How can I help?"
-OFFLINE = {"stt_provider": STTProvider.LOCAL, "llm_provider": LLMProvider.ECHO, "tts_provider": TTSProvider.LOCAL}
+OFFLINE = {
+    "stt_provider": STTProvider.LOCAL,
+    "llm_provider": LLMProvider.ECHO,
+    "tts_provider": TTSProvider.LOCAL,
+}
 # Long enough for a loaded machine; the agent-timeout test sets its own short one.
 EXPECT_MS = 30_000
 
@@ -44,13 +46,15 @@ def demo_enabled(settings: Any) -> None:
     settings.DEMO_PAGE_ENABLED = True
     # These tests start many sessions from 127.0.0.1; the per-IP limits have tests of their own.
     if hasattr(settings, "RATE_LIMITS"):
-        settings.RATE_LIMITS = {name: "off" for name in settings.RATE_LIMITS}
+        settings.RATE_LIMITS = dict.fromkeys(settings.RATE_LIMITS, "off")
 
 
 @pytest.fixture
 def company(live_server: Any, host_site: HostSite) -> Company:
     port = os.environ.get("TEST_LIVESERVER_PORT", "18765")
-    assert live_server.url == f"http://127.0.0.1:{port}", f"livekit-server's webhooks point at 127.0.0.1:{port}"
+    assert live_server.url == f"http://127.0.0.1:{port}", (
+        f"livekit-server's webhooks point at 127.0.0.1:{port}"
+    )
     return CompanyFactory(allowed_origins=[live_server.url, host_site.origin], max_concurrent_sessions=5)
 
 
@@ -109,10 +113,16 @@ def test_a_script_tag_missing_its_agent_says_so_instead_of_a_broken_button(
 # --- the server refuses ------------------------------------------------------------------
 
 
-def test_wrong_widget_key_shows_the_api_message(browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent) -> None:
+def test_wrong_widget_key_shows_the_api_message(
+    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
+) -> None:
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"widget-key": "wk_not-the-key"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"widget-key": "wk_not-the-key"}),
+    )
     page.locator(".ac-launcher").click()
     expect_error(page, "server", "Invalid widget key.")
     expect(alert(page)).to_have_attribute("data-code", "authentication_failed")
@@ -129,7 +139,9 @@ def test_origin_unknown_to_every_company_is_reported_as_blocked(
     page = browser_run.page()
     open_host_page(page, host_site, live_server_url=live_server.url, attrs=widget_attrs(company, agent))
     page.locator(".ac-launcher").click()
-    expect_error(page, "blocked", f"This website ({host_site.origin}) is not allowed to use this voice widget")
+    expect_error(
+        page, "blocked", f"This website ({host_site.origin}) is not allowed to use this voice widget"
+    )
     assert sessions_of(company) == []
 
 
@@ -162,19 +174,29 @@ def test_session_cap_shows_the_too_many_sessions_message(
 
 
 def test_rate_limit_shows_the_api_message_and_retry_needs_no_reload(
-    browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent,
+    browser_run: BrowserRun,
+    live_server: Any,
+    host_site: HostSite,
+    company: Company,
+    agent: VoiceAgent,
     settings: Any,
 ) -> None:
     # Per widget key: this company's key is new, so its counter starts at zero.
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "start_per_key": "1/hour"}
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}),
+    )
     page.locator(".ac-launcher").click()
     expect_waiting_for_agent(page)
     page.get_by_role("button", name="End conversation").click()
     page.get_by_role("button", name="Start a new conversation").click()
-    expect_error(page, "server", re.compile(r"Too many requests from this .*: the limit is 1/hour\. Retry in \d+ s\."))
+    expect_error(
+        page, "server", re.compile(r"Too many requests from this .*: the limit is 1/hour\. Retry in \d+ s\.")
+    )
     expect(alert(page)).to_have_attribute("data-code", "rate_limited")
     assert len(sessions_of(company)) == 1
 
@@ -205,8 +227,12 @@ def test_microphone_denied_then_allowed_without_reload(
 ) -> None:
     # No --use-fake-ui-for-media-stream and no microphone permission: getUserMedia is refused.
     page = browser_run.page(fake_ui=False, microphone=False)
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}),
+    )
     page.locator(".ac-launcher").click()
     expect_error(page, "mic-denied", "Microphone access was denied")
     assert sessions_of(company) == [], "a visitor who refuses the microphone must not create a session"
@@ -224,10 +250,16 @@ def test_microphone_denied_then_allowed_without_reload(
     page.get_by_role("button", name="End conversation").click()
     expect(status(page)).to_have_attribute("data-state", "ended")
     expect(status(page)).to_contain_text("Conversation ended")
-    assert wait_for(lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
-                    timeout=20, what="the session to be stopping")
-    wait_for(lambda: session.visitor_identity not in room_identities(session.agent_room_name),
-             timeout=20, what="the visitor to leave the room")
+    assert wait_for(
+        lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
+        timeout=20,
+        what="the session to be stopping",
+    )
+    wait_for(
+        lambda: session.visitor_identity not in room_identities(session.agent_room_name),
+        timeout=20,
+        what="the visitor to leave the room",
+    )
 
 
 @contextmanager
@@ -251,16 +283,28 @@ def test_agent_never_joining_times_out_and_stops_the_session(
     # agent worker is registered under its name, so no agent ever joins.
     with celery_with_agent_name(f"nobody-{uuid.uuid4().hex[:8]}"):
         page = browser_run.page()
-        open_host_page(page, host_site, live_server_url=live_server.url,
-                       attrs=widget_attrs(company, agent, **{"agent-timeout": "4"}))
+        open_host_page(
+            page,
+            host_site,
+            live_server_url=live_server.url,
+            attrs=widget_attrs(company, agent, **{"agent-timeout": "4"}),
+        )
         page.locator(".ac-launcher").click()
         expect_waiting_for_agent(page)
         (session,) = sessions_of(company)
-        wait_for(lambda: status_of(session) == AgentStatus.STARTING, timeout=30, what="the dispatch (starting)")
+        wait_for(
+            lambda: status_of(session) == AgentStatus.STARTING, timeout=30, what="the dispatch (starting)"
+        )
         expect_error(page, "agent-timeout", "The assistant did not join within 4 seconds")
         # The widget hung up and stopped the session; the Celery worker closed the room.
-        wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=30, what="the session to be stopped")
-        wait_for(lambda: not room_identities(session.agent_room_name), timeout=20, what="the room to be empty or gone")
+        wait_for(
+            lambda: status_of(session) == AgentStatus.STOPPED, timeout=30, what="the session to be stopped"
+        )
+        wait_for(
+            lambda: not room_identities(session.agent_room_name),
+            timeout=20,
+            what="the room to be empty or gone",
+        )
     assert session.agent_started_at is None
 
 
@@ -268,32 +312,48 @@ def test_page_unload_stops_the_session(
     browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
 ) -> None:
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}),
+    )
     page.locator(".ac-launcher").click()
     expect_waiting_for_agent(page)
     (session,) = sessions_of(company)
     assert status_of(session) in LIVE_STATUSES
     page.goto("about:blank")  # the visitor leaves: a keepalive request outlives the page
-    assert wait_for(lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
-                    timeout=20, what="the session to be stopped by the unload request")
-    wait_for(lambda: session.visitor_identity not in room_identities(session.agent_room_name),
-             timeout=20, what="the visitor to leave the room")
+    assert wait_for(
+        lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
+        timeout=20,
+        what="the session to be stopped by the unload request",
+    )
+    wait_for(
+        lambda: session.visitor_identity not in room_identities(session.agent_room_name),
+        timeout=20,
+        what="the visitor to leave the room",
+    )
 
 
 def test_keyboard_only_with_labelled_controls_and_visible_focus(
     browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
 ) -> None:
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "120"}),
+    )
     launcher = page.get_by_role("button", name="Talk to us")
     expect(launcher).to_be_visible()
     assert launcher.get_attribute("aria-expanded") == "false"
     page.keyboard.press("Tab")  # the page's own link
     page.keyboard.press("Tab")
     expect(launcher).to_be_focused()
-    ring = launcher.evaluate("b => { const s = getComputedStyle(b); return [s.outlineStyle, s.outlineWidth, b.matches(':focus-visible')] }")
+    ring = launcher.evaluate(
+        "b => { const s = getComputedStyle(b); return [s.outlineStyle, s.outlineWidth, b.matches(':focus-visible')] }"
+    )
     assert ring == ["solid", "3px", True], ring
 
     page.keyboard.press("Enter")
@@ -323,16 +383,23 @@ def test_keyboard_only_with_labelled_controls_and_visible_focus(
     expect(launcher).to_be_focused()
     assert launcher.get_attribute("aria-expanded") == "false"
     (session,) = sessions_of(company)
-    assert wait_for(lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED), timeout=20,
-                    what="the session to be stopping")
+    assert wait_for(
+        lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
+        timeout=20,
+        what="the session to be stopping",
+    )
 
 
 def test_connection_drop_shows_reconnecting_and_recovers(
     browser_run: BrowserRun, live_server: Any, host_site: HostSite, company: Company, agent: VoiceAgent
 ) -> None:
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "300"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "300"}),
+    )
     page.locator(".ac-launcher").click()
     expect_waiting_for_agent(page)
     notice = page.locator(".ac-notice")
@@ -356,8 +423,12 @@ def test_long_outage_rejoins_with_a_fresh_token(
     """Once the SDK gives up resuming (about 45 s), the widget asks widget-voice-token
     for a new token and joins the same conversation again: same session, same visitor."""
     page = browser_run.page()
-    open_host_page(page, host_site, live_server_url=live_server.url,
-                   attrs=widget_attrs(company, agent, **{"agent-timeout": "600"}))
+    open_host_page(
+        page,
+        host_site,
+        live_server_url=live_server.url,
+        attrs=widget_attrs(company, agent, **{"agent-timeout": "600"}),
+    )
     page.locator(".ac-launcher").click()
     expect_waiting_for_agent(page)
     (session,) = sessions_of(company)
@@ -372,8 +443,11 @@ def test_long_outage_rejoins_with_a_fresh_token(
     expect(alert(page)).to_be_hidden()
     assert [s.session_id for s in sessions_of(company)] == [session.session_id]
     assert status_of(session) in LIVE_STATUSES
-    wait_for(lambda: session.visitor_identity in room_identities(session.agent_room_name), timeout=20,
-             what="the visitor back in the room")
+    wait_for(
+        lambda: session.visitor_identity in room_identities(session.agent_room_name),
+        timeout=20,
+        what="the visitor back in the room",
+    )
 
 
 # --- the demo page ----------------------------------------------------------------------------
@@ -415,14 +489,20 @@ def test_demo_page_conference_join_as_another_person(
     # The second person leaving does not end the conversation for the first.
     second.get_by_role("button", name="End conversation").click()
     expect(status(second)).to_have_attribute("data-state", "ended")
-    wait_for(lambda: room_identities(session.agent_room_name) == {session.visitor_identity},
-             timeout=20, what="the guest to leave the room")
+    wait_for(
+        lambda: room_identities(session.agent_room_name) == {session.visitor_identity},
+        timeout=20,
+        what="the guest to leave the room",
+    )
     assert status_of(session) in LIVE_STATUSES
     expect(status(page)).to_have_attribute("data-state", "connecting")
     page.get_by_role("button", name="End conversation").click()
     expect(join_link).to_be_hidden()
-    assert wait_for(lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED), timeout=20,
-                    what="the session to be stopping")
+    assert wait_for(
+        lambda: status_of(session) in (AgentStatus.STOPPING, AgentStatus.STOPPED),
+        timeout=20,
+        what="the session to be stopping",
+    )
 
 
 # --- a whole conversation with the agent worker ----------------------------------------------
@@ -433,10 +513,14 @@ def voice_agent_worker(agent_name: str) -> Iterator[processes.Process]:
     """`manage.py run_voice_agent dev`, registered with livekit-server under `agent_name`."""
     command = ROOT / "voiceagents" / "management" / "commands" / "run_voice_agent.py"
     if not command.exists():
-        pytest.fail("run_voice_agent not available: voiceagents/management/commands/run_voice_agent.py is missing")
+        pytest.fail(
+            "run_voice_agent not available: voiceagents/management/commands/run_voice_agent.py is missing"
+        )
     env = processes.test_database_env()
     env["LIVEKIT_VOICE_AGENT_NAME"] = agent_name
-    worker = processes.Process([sys.executable, "manage.py", "run_voice_agent", "dev"], env, "voice agent worker")
+    worker = processes.Process(
+        [sys.executable, "manage.py", "run_voice_agent", "dev"], env, "voice agent worker"
+    )
     try:
         worker.wait_for_output("registered worker", timeout=90)
         yield worker
@@ -486,7 +570,9 @@ def test_demo_page_conversation_with_the_agent(
         expect(status(page)).to_have_attribute("data-state", "listening")
         expect(status(page)).to_contain_text("Listening")
         (session,) = sessions_of(company)
-        assert wait_for(lambda: status_of(session) == AgentStatus.ACTIVE, timeout=30, what="the session to be active")
+        assert wait_for(
+            lambda: status_of(session) == AgentStatus.ACTIVE, timeout=30, what="the session to be active"
+        )
 
         # The fake microphone says the visitor's sentence; the agent's STT transcribes it.
         said = page.locator('.ac-line[data-speaker="user"][data-final="true"]').first
@@ -496,6 +582,7 @@ def test_demo_page_conversation_with_the_agent(
         reply = page.locator('.ac-line[data-speaker="agent"]').nth(1)
         expect(reply).to_contain_text("You said", timeout=90_000)
         expect(reply).to_have_attribute("data-final", "true", timeout=60_000)
+
         # A visitor's turn is every final line of theirs before an agent reply: the VAD
         # hands an utterance to the STT after AGENT_VAD_MIN_SILENCE_SECONDS, shorter than
         # the endpointing delay, so the pause after "Hello," may make it two lines. On a
@@ -520,7 +607,9 @@ def test_demo_page_conversation_with_the_agent(
                     return said, echo
             return None
 
-        heard = wait_for(turn_heard, timeout=120, interval=0.5, what=f"a turn that heard {VISITOR_SENTENCE!r}")
+        heard = wait_for(
+            turn_heard, timeout=120, interval=0.5, what=f"a turn that heard {VISITOR_SENTENCE!r}"
+        )
         assert heard[1].startswith("You said"), heard
         shot = browser_run.screenshot(page, "mid-conversation")
         assert shot.stat().st_size > 10_000
@@ -534,8 +623,12 @@ def test_demo_page_conversation_with_the_agent(
         page.get_by_role("button", name="End conversation").click()
         expect(status(page)).to_have_attribute("data-state", "ended")
         expect(page.get_by_role("button", name="Start a new conversation")).to_be_visible()
-        assert wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=30,
-                        what="the session to be stopped")
-        wait_for(lambda: not room_identities(session.agent_room_name), timeout=30,
-                 what="everyone to have left the room")
+        assert wait_for(
+            lambda: status_of(session) == AgentStatus.STOPPED, timeout=30, what="the session to be stopped"
+        )
+        wait_for(
+            lambda: not room_identities(session.agent_room_name),
+            timeout=30,
+            what="everyone to have left the room",
+        )
         assert worker.proc.poll() is None, "the agent worker must outlive the conversation"

@@ -5,41 +5,122 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('voiceagents', '0001_initial'),
+        ("voiceagents", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConversationSession',
+            name="ConversationSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('session_id', models.CharField(max_length=64)),
-                ('mode', models.CharField(choices=[('one_to_one', 'One-to-one'), ('conference', 'Conference')], max_length=20)),
-                ('agent_room_name', models.CharField(max_length=128, unique=True)),
-                ('agent_worker_id', models.CharField(blank=True, max_length=128)),
-                ('agent_identity', models.CharField(blank=True, max_length=128)),
-                ('agent_status', models.CharField(choices=[('pending', 'Pending'), ('dispatching', 'Dispatching'), ('starting', 'Starting'), ('active', 'Active'), ('stopping', 'Stopping'), ('stopped', 'Stopped'), ('failed', 'Failed')], db_index=True, default='pending', max_length=20)),
-                ('agent_started_at', models.DateTimeField(blank=True, null=True)),
-                ('agent_stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('status_changed_at', models.DateTimeField()),
-                ('config', models.JSONField(default=dict)),
-                ('visitor_identity', models.CharField(max_length=128)),
-                ('dispatch_id', models.CharField(blank=True, max_length=128)),
-                ('failure_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='voiceagents.voiceagent')),
-                ('company', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='voiceagents.company')),
-                ('redispatch_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='redispatches', to='conversation_sessions.conversationsession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("session_id", models.CharField(max_length=64)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("one_to_one", "One-to-one"), ("conference", "Conference")], max_length=20
+                    ),
+                ),
+                ("agent_room_name", models.CharField(max_length=128, unique=True)),
+                ("agent_worker_id", models.CharField(blank=True, max_length=128)),
+                ("agent_identity", models.CharField(blank=True, max_length=128)),
+                (
+                    "agent_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("dispatching", "Dispatching"),
+                            ("starting", "Starting"),
+                            ("active", "Active"),
+                            ("stopping", "Stopping"),
+                            ("stopped", "Stopped"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("agent_started_at", models.DateTimeField(blank=True, null=True)),
+                ("agent_stopped_at", models.DateTimeField(blank=True, null=True)),
+                ("status_changed_at", models.DateTimeField()),
+                ("config", models.JSONField(default=dict)),
+                ("visitor_identity", models.CharField(max_length=128)),
+                ("dispatch_id", models.CharField(blank=True, max_length=128)),
+                ("failure_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sessions",
+                        to="voiceagents.voiceagent",
+                    ),
+                ),
+                (
+                    "company",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sessions",
+                        to="voiceagents.company",
+                    ),
+                ),
+                (
+                    "redispatch_of",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="redispatches",
+                        to="conversation_sessions.conversationsession",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'conversation_sessions',
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(fields=('company', 'session_id'), name='session_unique_per_company'), models.CheckConstraint(condition=models.Q(('agent_status__in', ['pending', 'dispatching', 'starting', 'active', 'stopping', 'stopped', 'failed'])), name='session_valid_status'), models.CheckConstraint(condition=models.Q(models.Q(('agent_status', 'failed'), _negated=True), models.Q(('failure_reason', ''), _negated=True), _connector='OR'), name='session_failed_has_reason'), models.CheckConstraint(condition=models.Q(('mode__in', ['one_to_one', 'conference'])), name='session_valid_mode')],
+                "db_table": "conversation_sessions",
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("company", "session_id"), name="session_unique_per_company"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "agent_status__in",
+                                [
+                                    "pending",
+                                    "dispatching",
+                                    "starting",
+                                    "active",
+                                    "stopping",
+                                    "stopped",
+                                    "failed",
+                                ],
+                            )
+                        ),
+                        name="session_valid_status",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("agent_status", "failed"), _negated=True),
+                            models.Q(("failure_reason", ""), _negated=True),
+                            _connector="OR",
+                        ),
+                        name="session_failed_has_reason",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("mode__in", ["one_to_one", "conference"])),
+                        name="session_valid_mode",
+                    ),
+                ],
             },
         ),
     ]

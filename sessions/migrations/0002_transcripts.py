@@ -5,37 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversation_sessions', '0001_initial'),
+        ("conversation_sessions", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversationsession',
-            name='usage',
+            model_name="conversationsession",
+            name="usage",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.CreateModel(
-            name='TranscriptTurn',
+            name="TranscriptTurn",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sequence', models.PositiveIntegerField()),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant')], max_length=10)),
-                ('speaker_identity', models.CharField(blank=True, max_length=128)),
-                ('speaker_name', models.CharField(blank=True, max_length=128)),
-                ('text', models.TextField()),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('interrupted', models.BooleanField(default=False)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='turns', to='conversation_sessions.conversationsession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sequence", models.PositiveIntegerField()),
+                (
+                    "role",
+                    models.CharField(choices=[("user", "User"), ("assistant", "Assistant")], max_length=10),
+                ),
+                ("speaker_identity", models.CharField(blank=True, max_length=128)),
+                ("speaker_name", models.CharField(blank=True, max_length=128)),
+                ("text", models.TextField()),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("interrupted", models.BooleanField(default=False)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="turns",
+                        to="conversation_sessions.conversationsession",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'transcript_turns',
-                'ordering': ['session', 'sequence'],
-                'constraints': [models.UniqueConstraint(fields=('session', 'sequence'), name='turn_unique_sequence'), models.CheckConstraint(condition=models.Q(('role__in', ['user', 'assistant'])), name='turn_valid_role')],
+                "db_table": "transcript_turns",
+                "ordering": ["session", "sequence"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("session", "sequence"), name="turn_unique_sequence"),
+                    models.CheckConstraint(
+                        condition=models.Q(("role__in", ["user", "assistant"])), name="turn_valid_role"
+                    ),
+                ],
             },
         ),
     ]

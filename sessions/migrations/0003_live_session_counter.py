@@ -19,22 +19,30 @@ def count_live_sessions(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversation_sessions', '0002_transcripts'),
-        ('voiceagents', '0001_initial'),
+        ("conversation_sessions", "0002_transcripts"),
+        ("voiceagents", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CompanyLiveSessions',
+            name="CompanyLiveSessions",
             fields=[
-                ('company', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='voiceagents.company')),
-                ('live', models.PositiveIntegerField(default=0)),
+                (
+                    "company",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="voiceagents.company",
+                    ),
+                ),
+                ("live", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'verbose_name_plural': 'company live sessions',
-                'db_table': 'company_live_sessions',
+                "verbose_name_plural": "company live sessions",
+                "db_table": "company_live_sessions",
             },
         ),
         migrations.RunPython(count_live_sessions, migrations.RunPython.noop),

@@ -11,10 +11,7 @@ from django.db import migrations
 
 LIVE = "('pending', 'dispatching', 'starting', 'active', 'stopping')"
 ENDED = "('stopped', 'failed')"
-RELEASE = (
-    "UPDATE company_live_sessions SET live = live - 1 "
-    "WHERE company_id = OLD.company_id AND live > 0"
-)
+RELEASE = "UPDATE company_live_sessions SET live = live - 1 WHERE company_id = OLD.company_id AND live > 0"
 
 POSTGRES = f"""
 CREATE FUNCTION company_live_sessions_release() RETURNS trigger AS $$

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from livekit import api
 from rest_framework.test import APIClient
 
-from sessions.models import AgentStatus, ConversationSession
 from agentconnect.errors import TooManySessions
+from sessions.models import AgentStatus, ConversationSession
 from sessions.services import session_redispatch, session_transition
 from tests.factories import CompanyFactory, VoiceAgentFactory
 from voiceagents.catalog import AgentMode
@@ -49,7 +49,15 @@ def test_start_creates_pending_session_and_queues_dispatch(
         response = widget.post(START, start_body, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == {"success", "session_id", "room_name", "livekit_url", "user_token", "status", "message"}
+    assert set(body) == {
+        "success",
+        "session_id",
+        "room_name",
+        "livekit_url",
+        "user_token",
+        "status",
+        "message",
+    }
     assert body["success"] is True
     assert body["session_id"] == "visitor-1"
     assert body["status"] == "pending"
@@ -248,7 +256,9 @@ def test_same_session_id_in_two_companies_are_two_sessions(
     other.credentials(HTTP_X_WIDGET_KEY=other_agent.company.widget_key)
     a = widget.post(START, start_body, format="json").json()
     b = other.post(
-        START, {"session_id": "visitor-1", "agent_id": other_agent.pk, "company_id": other_agent.company_id}, format="json"
+        START,
+        {"session_id": "visitor-1", "agent_id": other_agent.pk, "company_id": other_agent.company_id},
+        format="json",
     ).json()
     assert a["room_name"] != b["room_name"]
 
@@ -287,7 +297,16 @@ def test_agent_status_shape(widget: APIClient, start_body: dict[str, Any]) -> No
     response = widget.get(STATUS.format("visitor-1"))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"success", "session_id", "room_name", "status", "started_at", "stopped_at", "worker_id", "failure_reason"}
+    assert set(body) == {
+        "success",
+        "session_id",
+        "room_name",
+        "status",
+        "started_at",
+        "stopped_at",
+        "worker_id",
+        "failure_reason",
+    }
     assert body["status"] == "pending" and body["failure_reason"] is None
     session = ConversationSession.objects.get()
     session_fail_reason = "No agent worker joined within 60 s"
@@ -339,7 +358,9 @@ def test_widget_token_one_to_one_reconnects_as_the_visitor(
 
 def test_widget_token_conference_gives_each_person_an_identity(widget: APIClient, company: Any) -> None:
     conference = VoiceAgentFactory(company=company, mode=AgentMode.CONFERENCE)
-    widget.post(START, {"session_id": "meet", "agent_id": conference.pk, "company_id": company.pk}, format="json")
+    widget.post(
+        START, {"session_id": "meet", "agent_id": conference.pk, "company_id": company.pk}, format="json"
+    )
     tom = widget.post(TOKEN, {"session_id": "meet", "participant_name": "Tom"}, format="json").json()
     ann = widget.post(TOKEN, {"session_id": "meet", "participant_name": "Ann"}, format="json").json()
     assert tom["participant_identity"] != ann["participant_identity"]
@@ -382,11 +403,15 @@ def test_active_agents_lists_live_sessions_only(widget: APIClient, start_body: d
     assert {"company", "agent", "room_name", "created_at", "started_at"} <= set(row)
 
 
-def test_company_session_limit_is_enforced(widget: APIClient, start_body: dict[str, Any], company: Any) -> None:
+def test_company_session_limit_is_enforced(
+    widget: APIClient, start_body: dict[str, Any], company: Any
+) -> None:
     company.max_concurrent_sessions = 1
     company.save()
     assert widget.post(START, start_body, format="json").status_code == 201
-    body = assert_error(widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions")
+    body = assert_error(
+        widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions"
+    )
     assert body["error"]["details"]["limit"] == 1
 
 
@@ -402,13 +427,14 @@ def test_retrying_a_live_session_at_the_limit_gets_it_back_and_a_refusal_leaves_
     again = widget.post(START, start_body, format="json")
     assert again.status_code == 200
     assert again.json()["room_name"] == first.json()["room_name"]
-    assert_error(widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions")
+    assert_error(
+        widget.post(START, {**start_body, "session_id": "second"}, format="json"), 429, "too_many_sessions"
+    )
     assert list(ConversationSession.objects.values_list("session_id", flat=True)) == ["visitor-1"]
     ended = ConversationSession.objects.get(session_id="visitor-1")
     assert session_transition(session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test")
     assert_error(widget.post(START, start_body, format="json"), 409, "conflict")
     assert widget.post(START, {**start_body, "session_id": "second"}, format="json").status_code == 201
-
 
 
 def test_staff_redispatch_of_an_ended_session_starts_a_successor_within_the_company_limit(

@@ -31,9 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,11 @@ from django.test import Client
 from django.utils import timezone
 from livekit import api
 
-from sessions import livekit_gateway as lk
-from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSession
-from sessions.services import session_dispatch, session_start, sessions_reconcile, session_transition
 from agentconnect.celery import app as celery_app
+from sessions import livekit_gateway as lk
 from sessions import tasks
+from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSession
+from sessions.services import session_dispatch, session_start, session_transition, sessions_reconcile
 from sessions.tasks import dispatch_agent
 from tests.factories import VoiceAgentFactory
 from tests.helpers import run_async, wait_for
@@ -83,7 +83,12 @@ def port_open(port: int) -> bool:
 
 
 def wait_port(port: int, *, up: bool = True, timeout: float = 30.0, what: str = "service") -> None:
-    wait_for(lambda: port_open(port) == up, timeout=timeout, interval=0.1, what=f"{what} {'up' if up else 'down'} on {port}")
+    wait_for(
+        lambda: port_open(port) == up,
+        timeout=timeout,
+        interval=0.1,
+        what=f"{what} {'up' if up else 'down'} on {port}",
+    )
 
 
 class Service:
@@ -126,7 +131,17 @@ class PrivateRedis(Service):
     name = "redis"
 
     def command(self) -> list[str]:
-        return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        return [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -199,7 +214,19 @@ class PrivatePostgres:
         self.data = self.base / "data"
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
-        _as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+        _as_postgres(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ]
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.base}'\n"
@@ -207,7 +234,19 @@ class PrivatePostgres:
             )
 
     def ctl(self, *args: str) -> None:
-        _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "pg.log"), "-w", "-t", "60", *args])
+        _as_postgres(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.base / "pg.log"),
+                "-w",
+                "-t",
+                "60",
+                *args,
+            ]
+        )
 
     def start(self) -> None:
         self.ctl("start")
@@ -250,8 +289,20 @@ def stack_env(**overrides: str) -> dict[str, str]:
 
 def start_gunicorn(env: dict[str, str], port: int) -> Process:
     proc = Process(
-        [sys.executable, "-m", "gunicorn", "agentconnect.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "4", "--timeout", "60"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "agentconnect.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--timeout",
+            "60",
+        ],
         env,
         "gunicorn",
     )
@@ -259,7 +310,7 @@ def start_gunicorn(env: dict[str, str], port: int) -> Process:
         wait_for(lambda: _healthy(port), timeout=60, what="gunicorn /healthz")
     except AssertionError:
         proc.stop()
-        raise AssertionError("gunicorn did not start:\n" + proc.tail())
+        raise AssertionError("gunicorn did not start:\n" + proc.tail()) from None
     return proc
 
 
@@ -272,8 +323,15 @@ def _healthy(port: int) -> bool:
 
 def start_celery(env: dict[str, str]) -> Process:
     proc = Process(
-        [sys.executable, "celery_worker.py", "--pool=threads", "--concurrency=4", "--without-heartbeat",
-         "--without-mingle", "--without-gossip"],
+        [
+            sys.executable,
+            "celery_worker.py",
+            "--pool=threads",
+            "--concurrency=4",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         env,
         "celery worker",
     )
@@ -387,7 +445,9 @@ def dispatches_on(livekit: PrivateLiveKit, room: str) -> list[Any]:
         return lk.dispatches_for(room)
 
 
-def test_livekit_down_at_start_201_then_failed_and_nothing_left_once_back(livekit_stack: dict[str, Any]) -> None:
+def test_livekit_down_at_start_201_then_failed_and_nothing_left_once_back(
+    livekit_stack: dict[str, Any],
+) -> None:
     livekit: PrivateLiveKit = livekit_stack["livekit"]
     agent = VoiceAgentFactory()
     widget = Widget(livekit_stack["web_port"], agent)
@@ -420,9 +480,15 @@ def test_livekit_back_during_retries_the_session_goes_on(livekit_stack: dict[str
     room = response.json()["room_name"]
     worker.wait_for_output("Retry in", timeout=20)  # the first attempt failed
     livekit.start()
-    wait_for(lambda: status_of("lk-blip") in (AgentStatus.STARTING, AgentStatus.FAILED), timeout=30, what="dispatched")
+    wait_for(
+        lambda: status_of("lk-blip") in (AgentStatus.STARTING, AgentStatus.FAILED),
+        timeout=30,
+        what="dispatched",
+    )
     # Three attempts, one second apart: LiveKit was back before the last one.
-    assert status_of("lk-blip") == AgentStatus.STARTING, ConversationSession.objects.get(session_id="lk-blip").failure_reason
+    assert status_of("lk-blip") == AgentStatus.STARTING, ConversationSession.objects.get(
+        session_id="lk-blip"
+    ).failure_reason
     assert rooms_on(livekit, [room]) == {room}
     assert len(dispatches_on(livekit, room)) == 1
 
@@ -443,8 +509,12 @@ def test_reconcile_closes_rooms_of_ended_sessions(livekit_stack: dict[str, Any])
         session_dispatch(session_pk=ended.pk)
         live = session_start(company=agent.company, agent_id=agent.pk, session_id="live").session
         session_dispatch(session_pk=live.pk)
-        assert session_transition(session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test: lost stop")
-        ConversationSession.objects.filter(pk=ended.pk).update(status_changed_at=timezone.now() - timedelta(minutes=1))
+        assert session_transition(
+            session_pk=ended.pk, to=AgentStatus.FAILED, failure_reason="test: lost stop"
+        )
+        ConversationSession.objects.filter(pk=ended.pk).update(
+            status_changed_at=timezone.now() - timedelta(minutes=1)
+        )
         report = sessions_reconcile()
     assert report.closed == 1
     assert rooms_on(livekit, [ended.agent_room_name, live.agent_room_name]) == {live.agent_room_name}
@@ -480,7 +550,11 @@ def test_dispatch_task_lost_in_a_broker_restart_is_queued_again_by_reconcile(
         # what beat does every CELERY_RECONCILE_INTERVAL_SECONDS, on the stack's broker
         with celery_app.connection_for_write(redis_server.url(0)) as broker:
             tasks.reconcile_sessions.apply_async(connection=broker)
-        wait_for(lambda: status_of("lost-task") == AgentStatus.STARTING, timeout=30, what="dispatched after the requeue")
+        wait_for(
+            lambda: status_of("lost-task") == AgentStatus.STARTING,
+            timeout=30,
+            what="dispatched after the requeue",
+        )
         worker.wait_for_output("dispatch queued again", timeout=10)
         assert rooms_on(livekit, [room]) == {room}
         assert len(dispatches_on(livekit, room)) == 1
@@ -492,13 +566,18 @@ def test_dispatch_task_lost_in_a_broker_restart_is_queued_again_by_reconcile(
 # --- a Celery task delivered twice ---------------------------------------------------------------
 
 
-def test_dispatch_task_delivered_twice_at_once_makes_one_room_and_one_dispatch(livekit_stack: dict[str, Any]) -> None:
+def test_dispatch_task_delivered_twice_at_once_makes_one_room_and_one_dispatch(
+    livekit_stack: dict[str, Any],
+) -> None:
     livekit: PrivateLiveKit = livekit_stack["livekit"]
     worker: Process = livekit_stack["worker"]
     agent = VoiceAgentFactory()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
-        sessions = [session_start(company=agent.company, agent_id=agent.pk, session_id=f"twice-{n}").session for n in range(3)]
+        sessions = [
+            session_start(company=agent.company, agent_id=agent.pk, session_id=f"twice-{n}").session
+            for n in range(3)
+        ]
     from agentconnect.celery import app
 
     with app.connection_for_write(url=livekit_stack["env"]["CELERY_BROKER_URL"]) as conn:
@@ -527,11 +606,27 @@ def test_postgres_restart_the_api_and_worker_recover_by_themselves(redis_server:
     try:
         cluster.start()
         env = dict(os.environ)
-        env.update(stack_env(DATABASE_URL=cluster.url(), CELERY_BROKER_URL=redis_server.url(0), REDIS_URL=redis_server.url(1)))
+        env.update(
+            stack_env(
+                DATABASE_URL=cluster.url(),
+                CELERY_BROKER_URL=redis_server.url(0),
+                REDIS_URL=redis_server.url(1),
+            )
+        )
         env.pop("TEST_DATABASE_NAME", None)
         manage = [sys.executable, "manage.py"]
-        subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=180)
-        seeded = subprocess.run([*manage, "seed_demo", "--json"], env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
+        subprocess.run(
+            [*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=180
+        )
+        seeded = subprocess.run(
+            [*manage, "seed_demo", "--json"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         ids = json.loads(seeded.stdout)
         port = free_port()
         web = start_gunicorn(env, port)
@@ -548,7 +643,9 @@ def test_postgres_restart_the_api_and_worker_recover_by_themselves(redis_server:
             return str(http.get(base + STATUS.format(session_id), timeout=30).json()["status"])
 
         assert start("pg-before").status_code == 201
-        wait_for(lambda: status("pg-before") == AgentStatus.STARTING, timeout=30, what="dispatched before restart")
+        wait_for(
+            lambda: status("pg-before") == AgentStatus.STARTING, timeout=30, what="dispatched before restart"
+        )
 
         cluster.restart()  # every open connection of the API and the worker is cut
 
@@ -558,7 +655,9 @@ def test_postgres_restart_the_api_and_worker_recover_by_themselves(redis_server:
         assert response.status_code == 201, response.text
         assert status("pg-before") == AgentStatus.STARTING
         # And the worker's: its next task (the dispatch) reaches the database.
-        wait_for(lambda: status("pg-after") == AgentStatus.STARTING, timeout=30, what="dispatched after restart")
+        wait_for(
+            lambda: status("pg-after") == AgentStatus.STARTING, timeout=30, what="dispatched after restart"
+        )
         assert web.proc.poll() is None and worker.proc.poll() is None
         for session_id in ("pg-before", "pg-after"):
             http.post(base + STOP, json={"session_id": session_id}, timeout=30)
@@ -577,14 +676,23 @@ def test_postgres_restart_the_api_and_worker_recover_by_themselves(redis_server:
 def signed_post(client: Client, event: dict[str, Any]) -> dict[str, Any]:
     body = json.dumps(event)
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
-    token = api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET).with_sha256(digest).to_jwt()
+    token = (
+        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET).with_sha256(digest).to_jwt()
+    )
     response = client.post(WEBHOOK, body, content_type="application/webhook+json", HTTP_AUTHORIZATION=token)
     assert response.status_code == 200, response.content
     return dict(response.json())
 
 
-def event(kind: str, room: str, *, agent: bool = True, identity: str = "agent-1", at: int = 0) -> dict[str, Any]:
-    payload: dict[str, Any] = {"event": kind, "room": {"name": room}, "id": f"EV_{kind}_{at}", "createdAt": str(at)}
+def event(
+    kind: str, room: str, *, agent: bool = True, identity: str = "agent-1", at: int = 0
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event": kind,
+        "room": {"name": room},
+        "id": f"EV_{kind}_{at}",
+        "createdAt": str(at),
+    }
     if kind != "room_finished" and kind != "room_started":
         payload["participant"] = {"identity": identity, "kind": "AGENT" if agent else "STANDARD"}
     return payload
@@ -624,7 +732,12 @@ def test_webhooks_twice_late_or_out_of_order_leave_the_right_status(client: Clie
     signed_post(client, event("participant_joined", c.agent_room_name))
     signed_post(client, event("room_finished", c.agent_room_name))
     stopped_at = ConversationSession.objects.get(pk=c.pk).agent_stopped_at
-    for straggler in ("participant_joined", "participant_connection_aborted", "participant_left", "room_finished"):
+    for straggler in (
+        "participant_joined",
+        "participant_connection_aborted",
+        "participant_left",
+        "room_finished",
+    ):
         signed_post(client, event(straggler, c.agent_room_name))
     session = ConversationSession.objects.get(pk=c.pk)
     assert session.agent_status == AgentStatus.STOPPED and session.agent_stopped_at == stopped_at
@@ -706,10 +819,16 @@ def test_agent_worker_sigkilled_mid_conversation_ends_the_session_within_30s(
             await visitor.wait_for_agent_speech(after=0, timeout=60)  # mid-conversation: the greeting
             assert await asyncio.to_thread(_status_in_thread, "killed") == AgentStatus.ACTIVE
             worker_id = await asyncio.to_thread(
-                wait_for, lambda: _worker_id_in_thread("killed").startswith("AW_") and _worker_id_in_thread("killed"),
-                timeout=15, what="the worker's id",
+                wait_for,
+                lambda: _worker_id_in_thread("killed").startswith("AW_") and _worker_id_in_thread("killed"),
+                timeout=15,
+                what="the worker's id",
             )
-            victim = next(w for w in workers if any("registered worker" in l and worker_id in l for l in w.lines))
+            victim = next(
+                w
+                for w in workers
+                if any("registered worker" in line and worker_id in line for line in w.lines)
+            )
             victim.signal(signal.SIGKILL)  # the worker and its job processes, no goodbye
             killed = time.monotonic()
             await asyncio.to_thread(
@@ -738,7 +857,10 @@ def test_agent_worker_sigkilled_mid_conversation_ends_the_session_within_30s(
             await visitor.join(again["livekit_url"], again["user_token"])
             await asyncio.wait_for(visitor.joined_agent.wait(), 60)
             await asyncio.to_thread(
-                wait_for, lambda: _status_in_thread("killed-again") == AgentStatus.ACTIVE, timeout=30, what="active again"
+                wait_for,
+                lambda: _status_in_thread("killed-again") == AgentStatus.ACTIVE,
+                timeout=30,
+                what="active again",
             )
             await visitor.leave()
 

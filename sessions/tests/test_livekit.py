@@ -20,7 +20,6 @@ from sessions.services import (
     session_finish_stop,
     session_start,
     session_stop,
-    session_transition,
     sessions_reconcile,
 )
 from sessions.tasks import dispatch_agent
@@ -127,7 +126,9 @@ def test_celery_worker_dispatches_and_stops_through_the_api(company: Any, agent:
             format="json",
         ).json()
         session = ConversationSession.objects.get(session_id="via-celery")
-        wait_for(lambda: status_of(session) == AgentStatus.STARTING, timeout=20, what="dispatch by the worker")
+        wait_for(
+            lambda: status_of(session) == AgentStatus.STARTING, timeout=20, what="dispatch by the worker"
+        )
         assert body["room_name"] in lk.rooms_existing([body["room_name"]])
         widget.post("/api/v1/livekit-agents/stop-voice-session", {"session_id": "via-celery"}, format="json")
         wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=20, what="stop by the worker")
@@ -140,14 +141,25 @@ def test_celery_worker_dispatches_and_stops_through_the_api(company: Any, agent:
 
 def test_user_token_grants_exactly_one_room_and_no_admin(company: Any, agent: Any) -> None:
     result = session_start(company=company, agent_id=agent.pk, session_id="tok")
-    claims = api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET).verify(result.user_token)
+    claims = api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET).verify(
+        result.user_token
+    )
     video = claims.video
     assert video is not None
     assert video.room == result.session.agent_room_name
     assert video.room_join is True
     assert video.can_subscribe is True and video.can_publish is True
     assert video.can_publish_sources == ["microphone"]
-    for admin_grant in ("room_admin", "room_create", "room_list", "room_record", "ingress_admin", "recorder", "agent", "hidden"):
+    for admin_grant in (
+        "room_admin",
+        "room_create",
+        "room_list",
+        "room_record",
+        "ingress_admin",
+        "recorder",
+        "agent",
+        "hidden",
+    ):
         assert not getattr(video, admin_grant), admin_grant
     assert not video.can_update_own_metadata
     assert claims.kind in (None, "", "standard")
@@ -183,14 +195,20 @@ def test_expired_and_forged_tokens_are_refused_by_the_server(company: Any, agent
     for token in (expired, forged):
         with pytest.raises(Exception) as info:
             run_async(connect(token), timeout=20)
-        assert "401" in str(info.value) or "unauthorized" in str(info.value).lower() or "failed" in str(info.value).lower()
+        assert (
+            "401" in str(info.value)
+            or "unauthorized" in str(info.value).lower()
+            or "failed" in str(info.value).lower()
+        )
     lk.room_close(session.agent_room_name)
 
 
 # --- webhooks from the real server ------------------------------------------------------------------
 
 
-def test_real_webhook_moves_status_when_agent_joins_and_leaves(live_server: Any, company: Any, agent: Any) -> None:
+def test_real_webhook_moves_status_when_agent_joins_and_leaves(
+    live_server: Any, company: Any, agent: Any
+) -> None:
     port = os.environ.get("TEST_LIVESERVER_PORT", "18765")
     assert live_server.url.endswith(f":{port}"), f"livekit-server's webhook points at port {port}"
     session = start(company, agent, "hooked")
@@ -253,7 +271,10 @@ def signed(body: str) -> str:
 def test_webhook_for_unknown_room_is_acknowledged(client: Any) -> None:
     body = json.dumps({"event": "room_finished", "room": {"name": "no-such-room"}, "id": "EV_1"})
     response = client.post(
-        "/api/v1/livekit-agents/webhook", body, content_type="application/webhook+json", HTTP_AUTHORIZATION=signed(body)
+        "/api/v1/livekit-agents/webhook",
+        body,
+        content_type="application/webhook+json",
+        HTTP_AUTHORIZATION=signed(body),
     )
     assert response.status_code == 200
     assert response.json()["outcome"] == "noop"
@@ -264,7 +285,10 @@ def test_webhook_tampered_body_is_401(client: Any) -> None:
     token = signed(body)
     tampered = body.replace('"a"', '"b"')
     response = client.post(
-        "/api/v1/livekit-agents/webhook", tampered, content_type="application/webhook+json", HTTP_AUTHORIZATION=token
+        "/api/v1/livekit-agents/webhook",
+        tampered,
+        content_type="application/webhook+json",
+        HTTP_AUTHORIZATION=token,
     )
     assert response.status_code == 401
 

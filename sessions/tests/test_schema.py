@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis.core.parameters import ParameterLocation
 from django.contrib.auth import get_user_model
 from django.core.wsgi import get_wsgi_application
 from django.test import Client
 from hypothesis import HealthCheck, settings
+from schemathesis.core.parameters import ParameterLocation
 
 from sessions.services import session_start
 from tests.factories import CompanyFactory, VoiceAgentFactory
@@ -71,7 +71,7 @@ def report_requests(request: pytest.FixtureRequest) -> Iterator[None]:
 def world(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A company with a live one-to-one and a conference session, a staff login, and no limits
     in the way: the fuzzer should reach the services, not the rate limiter (tested apart)."""
-    settings.RATE_LIMITS = {scope: "off" for scope in settings.RATE_LIMITS}
+    settings.RATE_LIMITS = dict.fromkeys(settings.RATE_LIMITS, "off")
     settings.MAX_LIVE_SESSIONS = 0
     monkeypatch.setattr("sessions.services._enqueue", lambda *a, **k: None)
     company = CompanyFactory(max_concurrent_sessions=10**6)
@@ -95,7 +95,11 @@ def world(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     derandomize=True,
     database=None,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 def test_api_matches_its_schema(case: Any, world: dict[str, Any]) -> None:
     company, agent = world["company"], world["agent"]
@@ -113,7 +117,8 @@ def test_api_matches_its_schema(case: Any, world: dict[str, Any]) -> None:
         case.path_parameters["session_id"] = "visitor-42"
     headers: dict[str, str] = {}
     negative_auth = case.meta is not None and any(
-        case.meta.is_negative_at(location) for location in (ParameterLocation.HEADER, ParameterLocation.COOKIE)
+        case.meta.is_negative_at(location)
+        for location in (ParameterLocation.HEADER, ParameterLocation.COOKIE)
     )
     if not negative_auth:
         # Real credentials, sent as explicit headers so schemathesis knows they are

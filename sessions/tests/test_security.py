@@ -40,7 +40,6 @@ from sessions.services import (
     live_counters_repair,
     session_dispatch,
     session_fail,
-    session_finish_stop,
     session_start,
     session_transition,
     sessions_reconcile,
@@ -130,7 +129,11 @@ def test_bad_widget_keys_count_against_the_ip_limit(company: Company, agent: Voi
         error_of(guesser.post(START, {}, format="json"), 401, "authentication_failed")
     # The third guess is refused before the key is even looked up, right key or not.
     guesser.credentials(HTTP_X_WIDGET_KEY=company.widget_key)
-    error_of(guesser.post(START, {"agent_id": agent.pk, "company_id": company.pk}, format="json"), 429, "rate_limited")
+    error_of(
+        guesser.post(START, {"agent_id": agent.pk, "company_id": company.pk}, format="json"),
+        429,
+        "rate_limited",
+    )
 
 
 def test_forwarded_for_is_ignored_unless_a_trusted_proxy_header_is_configured(
@@ -147,8 +150,12 @@ def test_forwarded_for_is_ignored_unless_a_trusted_proxy_header_is_configured(
     settings.RATE_LIMIT_TRUSTED_PROXIES = 1
     # Behind our proxy: the address our proxy appended (rightmost) is the client;
     # what the client put in front of it is ignored.
-    assert client.post(START, body, format="json", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.3.3.3").status_code == 201
-    error_of(client.post(START, body, format="json", HTTP_X_FORWARDED_FOR="7.7.7.7, 10.3.3.3"), 429, "rate_limited")
+    assert (
+        client.post(START, body, format="json", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.3.3.3").status_code == 201
+    )
+    error_of(
+        client.post(START, body, format="json", HTTP_X_FORWARDED_FOR="7.7.7.7, 10.3.3.3"), 429, "rate_limited"
+    )
 
 
 def test_client_ip_groups_ipv6_by_64_and_unwraps_mapped_ipv4(rf: Any) -> None:
@@ -165,7 +172,9 @@ def test_start_is_limited_per_widget_key_across_addresses(
     body = {"agent_id": agent.pk, "company_id": company.pk}
     for n in range(2):
         assert widget_client(company, f"192.0.2.{n + 1}").post(START, body, format="json").status_code == 201
-    error = error_of(widget_client(company, "192.0.2.99").post(START, body, format="json"), 429, "rate_limited")
+    error = error_of(
+        widget_client(company, "192.0.2.99").post(START, body, format="json"), 429, "rate_limited"
+    )
     assert error["details"]["limit"] == "start_per_key" and "widget key" in error["message"]
     other = VoiceAgentFactory()
     response = widget_client(other.company, "192.0.2.99").post(
@@ -182,12 +191,22 @@ def test_widget_token_is_limited_per_ip_and_per_key(
     client = widget_client(company, "192.0.2.10")
     for _ in range(2):
         assert client.post(TOKEN, {"session_id": "tok-limit"}, format="json").status_code == 200
-    assert error_of(client.post(TOKEN, {"session_id": "tok-limit"}, format="json"), 429, "rate_limited")[
-        "details"
-    ]["limit"] == "token_per_ip"
-    assert widget_client(company, "192.0.2.11").post(TOKEN, {"session_id": "tok-limit"}, format="json").status_code == 200
+    assert (
+        error_of(client.post(TOKEN, {"session_id": "tok-limit"}, format="json"), 429, "rate_limited")[
+            "details"
+        ]["limit"]
+        == "token_per_ip"
+    )
+    assert (
+        widget_client(company, "192.0.2.11")
+        .post(TOKEN, {"session_id": "tok-limit"}, format="json")
+        .status_code
+        == 200
+    )
     error = error_of(
-        widget_client(company, "192.0.2.12").post(TOKEN, {"session_id": "tok-limit"}, format="json"), 429, "rate_limited"
+        widget_client(company, "192.0.2.12").post(TOKEN, {"session_id": "tok-limit"}, format="json"),
+        429,
+        "rate_limited",
     )
     assert error["details"]["limit"] == "token_per_key"
 
@@ -293,7 +312,9 @@ def _race_starts(jobs: list[tuple[Company, VoiceAgent]]) -> list[str]:
         return list(pool.map(lambda job: _start_at(barrier, *job), jobs))
 
 
-def test_company_limit_is_atomic_under_concurrent_starts(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_company_limit_is_atomic_under_concurrent_starts(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     assert connection.vendor == "postgresql"
     Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=3)
     company.refresh_from_db()
@@ -410,7 +431,9 @@ def test_live_counter_follows_starts_ends_retries_and_refusals(
     # the database gives the place back however a session ends: a status written
     # around the services, or a live session deleted
     c = ConversationSession.objects.get(session_id="c")
-    ConversationSession.objects.filter(pk=c.pk).update(agent_status=AgentStatus.FAILED, failure_reason="by hand")
+    ConversationSession.objects.filter(pk=c.pk).update(
+        agent_status=AgentStatus.FAILED, failure_reason="by hand"
+    )
     assert live_counter(company) == live_in_table(company) == 1
     assert client.post(START, {**body, "session_id": "d"}, format="json").status_code == 201
     ConversationSession.objects.filter(session_id="d").delete()
@@ -425,7 +448,9 @@ def test_live_counter_follows_starts_ends_retries_and_refusals(
     assert '<td class="field-live_sessions">2</td><td class="field-max_concurrent_sessions">2</td>' in page
 
 
-def test_live_counter_stays_true_when_starts_and_ends_race(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_live_counter_stays_true_when_starts_and_ends_race(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     # Six sessions end while twelve starts race for the places they free: no
     # deadlock, never more than the limit live, and the counter ends equal to
     # the sessions table.
@@ -451,7 +476,9 @@ def test_live_counter_stays_true_when_starts_and_ends_race(company: Company, age
     assert live_counter(company) == live_in_table(company) == admitted
 
 
-def test_reconcile_repairs_a_live_counter_that_drifted(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_reconcile_repairs_a_live_counter_that_drifted(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=2)
     company.refresh_from_db()
     session_start(company=company, agent_id=agent.pk)
@@ -471,7 +498,9 @@ def test_reconcile_repairs_a_live_counter_that_drifted(company: Company, agent: 
     assert live_counters_repair() == 0
 
 
-def test_migration_starts_the_counters_from_the_sessions_table(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_migration_starts_the_counters_from_the_sessions_table(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     from importlib import import_module
 
     from django.apps import apps
@@ -490,7 +519,9 @@ def test_migration_starts_the_counters_from_the_sessions_table(company: Company,
 
 
 def claims_of(token: str) -> Any:
-    return api.TokenVerifier(django_settings.LIVEKIT_API_KEY, django_settings.LIVEKIT_API_SECRET).verify(token)
+    return api.TokenVerifier(django_settings.LIVEKIT_API_KEY, django_settings.LIVEKIT_API_SECRET).verify(
+        token
+    )
 
 
 def _assert_visitor_grants(token: str, room: str) -> None:
@@ -500,7 +531,16 @@ def _assert_visitor_grants(token: str, room: str) -> None:
     assert video.room == room and video.room_join is True
     assert video.can_subscribe is True and video.can_publish is True
     assert list(video.can_publish_sources) == ["microphone"]  # no camera, no screen share
-    for grant in ("room_admin", "room_create", "room_list", "room_record", "ingress_admin", "recorder", "agent", "hidden"):
+    for grant in (
+        "room_admin",
+        "room_create",
+        "room_list",
+        "room_record",
+        "ingress_admin",
+        "recorder",
+        "agent",
+        "hidden",
+    ):
         assert not getattr(video, grant), grant
     assert not video.can_update_own_metadata
     assert claims.kind in (None, "", "standard")
@@ -511,7 +551,9 @@ def test_visitor_tokens_grant_their_room_the_microphone_and_nothing_else(
     company: Company, agent: VoiceAgent, no_dispatch: None
 ) -> None:
     client = widget_client(company)
-    started = client.post(START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "grants"}, format="json").json()
+    started = client.post(
+        START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "grants"}, format="json"
+    ).json()
     again = client.post(TOKEN, {"session_id": "grants"}, format="json").json()
     for token in (started["user_token"], again["user_token"]):
         _assert_visitor_grants(token, started["room_name"])
@@ -522,7 +564,6 @@ def test_visitor_tokens_grant_their_room_the_microphone_and_nothing_else(
 
 
 def test_visitor_tokens_carry_exactly_the_claims_livekit_api_would_write() -> None:
-    from datetime import timedelta
 
     from sessions.livekit_gateway import _visitor_grants
 
@@ -545,7 +586,9 @@ def test_visitor_tokens_carry_exactly_the_claims_livekit_api_would_write() -> No
         _assert_visitor_grants(ours, "ac-7-room")
 
 
-def test_the_server_refuses_a_visitor_token_for_room_administration(company: Company, agent: VoiceAgent) -> None:
+def test_the_server_refuses_a_visitor_token_for_room_administration(
+    company: Company, agent: VoiceAgent
+) -> None:
     result = session_start(company=company, agent_id=agent.pk, session_id="admin-try")
     room = result.session.agent_room_name
     session_dispatch(session_pk=result.session.pk)
@@ -571,16 +614,24 @@ def test_the_server_refuses_a_visitor_token_for_room_administration(company: Com
 # --- tenants and roles -------------------------------------------------------------------------------
 
 
-def test_widget_keys_cannot_reach_staff_endpoints_or_the_admin(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_widget_keys_cannot_reach_staff_endpoints_or_the_admin(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     session_start(company=company, agent_id=agent.pk, session_id="mine")
     client = widget_client(company)
     assert client.get(ACTIVE).status_code == 403  # the key is not a staff login
-    for path in ("/admin/", "/admin/conversation_sessions/conversationsession/", "/admin/voiceagents/company/"):
+    for path in (
+        "/admin/",
+        "/admin/conversation_sessions/conversationsession/",
+        "/admin/voiceagents/company/",
+    ):
         response = client.get(path)
         assert response.status_code == 302 and "/admin/login/" in response["Location"], path
 
 
-def test_widget_keys_never_reach_another_companys_sessions(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_widget_keys_never_reach_another_companys_sessions(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     victim = VoiceAgentFactory()
     session_start(company=victim.company, agent_id=victim.pk, session_id="theirs")
     intruder = widget_client(company)
@@ -588,13 +639,27 @@ def test_widget_keys_never_reach_another_companys_sessions(company: Company, age
     error_of(intruder.get(TRANSCRIPT.format("theirs")), 404, "not_found")
     error_of(intruder.get(TRANSCRIPT.format("theirs") + f"?company_id={victim.company_id}"), 404, "not_found")
     error_of(intruder.post(STOP, {"session_id": "theirs"}, format="json"), 404, "not_found")
-    error_of(intruder.post(STOP, {"session_id": "theirs", "company_id": victim.company_id}, format="json"), 404, "not_found")
+    error_of(
+        intruder.post(STOP, {"session_id": "theirs", "company_id": victim.company_id}, format="json"),
+        404,
+        "not_found",
+    )
     error_of(intruder.post(TOKEN, {"session_id": "theirs"}, format="json"), 404, "not_found")
     # Their agent, or their company id with our key: as if it did not exist.
-    error_of(intruder.post(START, {"agent_id": victim.pk, "company_id": company.pk}, format="json"), 404, "not_found")
-    error_of(intruder.post(START, {"agent_id": agent.pk, "company_id": victim.company_id}, format="json"), 404, "not_found")
+    error_of(
+        intruder.post(START, {"agent_id": victim.pk, "company_id": company.pk}, format="json"),
+        404,
+        "not_found",
+    )
+    error_of(
+        intruder.post(START, {"agent_id": agent.pk, "company_id": victim.company_id}, format="json"),
+        404,
+        "not_found",
+    )
     # Same session_id in our company is a different session, not theirs.
-    ours = intruder.post(START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "theirs"}, format="json")
+    ours = intruder.post(
+        START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "theirs"}, format="json"
+    )
     assert ours.status_code == 201
     theirs = ConversationSession.objects.get(company=victim.company, session_id="theirs")
     assert ours.json()["room_name"] != theirs.agent_room_name
@@ -608,7 +673,9 @@ def _signed(body: str, key: str, secret: str) -> str:
     return api.AccessToken(key, secret).with_sha256(digest).to_jwt()
 
 
-def test_webhook_signatures_are_mandatory(client: Client, company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_webhook_signatures_are_mandatory(
+    client: Client, company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     session = session_start(company=company, agent_id=agent.pk, session_id="hooked").session
     body = json.dumps({"event": "room_finished", "room": {"name": session.agent_room_name}})
     key, secret = django_settings.LIVEKIT_API_KEY, django_settings.LIVEKIT_API_SECRET
@@ -627,7 +694,9 @@ def test_webhook_signatures_are_mandatory(client: Client, company: Company, agen
         assert response.json()["success"] is False
     assert ConversationSession.objects.get(pk=session.pk).agent_status == AgentStatus.PENDING
     # The genuine article is accepted.
-    ok = client.post(WEBHOOK, body, content_type="application/webhook+json", HTTP_AUTHORIZATION=_signed(body, key, secret))
+    ok = client.post(
+        WEBHOOK, body, content_type="application/webhook+json", HTTP_AUTHORIZATION=_signed(body, key, secret)
+    )
     assert ok.status_code == 200
 
 
@@ -635,7 +704,12 @@ def test_webhook_signatures_are_mandatory(client: Client, company: Company, agen
 
 
 def test_secrets_never_reach_logs_error_bodies_or_admin_lists(
-    company: Company, agent: VoiceAgent, settings: Any, caplog: Any, client: Client, monkeypatch: pytest.MonkeyPatch
+    company: Company,
+    agent: VoiceAgent,
+    settings: Any,
+    caplog: Any,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A whole session lifecycle and its error paths, with every log record captured at DEBUG."""
     from sessions import tasks
@@ -654,15 +728,38 @@ def test_secrets_never_reach_logs_error_bodies_or_admin_lists(
         return response
 
     widget = widget_client(company)
-    started = keep(widget.post(START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "lifecycle"}, format="json"))
+    started = keep(
+        widget.post(
+            START, {"agent_id": agent.pk, "company_id": company.pk, "session_id": "lifecycle"}, format="json"
+        )
+    )
     assert started.status_code == 201
     session = ConversationSession.objects.get(session_id="lifecycle")
     assert session.agent_status == AgentStatus.STARTING  # dispatched to the real server
-    joined = json.dumps({"event": "participant_joined", "room": {"name": session.agent_room_name},
-                         "participant": {"identity": "agent-x", "kind": "AGENT"}})
+    joined = json.dumps(
+        {
+            "event": "participant_joined",
+            "room": {"name": session.agent_room_name},
+            "participant": {"identity": "agent-x", "kind": "AGENT"},
+        }
+    )
     key, secret = settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET
-    keep(client.post(WEBHOOK, joined, content_type="application/webhook+json", HTTP_AUTHORIZATION=_signed(joined, key, secret)))
-    keep(client.post(WEBHOOK, joined, content_type="application/webhook+json", HTTP_AUTHORIZATION=_signed(joined, key, "y" * 48)))
+    keep(
+        client.post(
+            WEBHOOK,
+            joined,
+            content_type="application/webhook+json",
+            HTTP_AUTHORIZATION=_signed(joined, key, secret),
+        )
+    )
+    keep(
+        client.post(
+            WEBHOOK,
+            joined,
+            content_type="application/webhook+json",
+            HTTP_AUTHORIZATION=_signed(joined, key, "y" * 48),
+        )
+    )
     keep(widget.get(STATUS.format("lifecycle")))
     keep(widget.post(TOKEN, {"session_id": "lifecycle"}, format="json"))
     keep(widget.post(STOP, {"session_id": "lifecycle"}, format="json"))
@@ -671,18 +768,29 @@ def test_secrets_never_reach_logs_error_bodies_or_admin_lists(
     near_miss = APIClient()
     near_miss.credentials(HTTP_X_WIDGET_KEY=company.widget_key[:-1] + "x")
     keep(near_miss.post(START, {"agent_id": agent.pk, "company_id": company.pk}, format="json"))
-    keep(widget.post(START, {"agent_id": agent.pk, "company_id": company.pk, "system_prompt": 5}, format="json"))
+    keep(
+        widget.post(
+            START, {"agent_id": agent.pk, "company_id": company.pk, "system_prompt": 5}, format="json"
+        )
+    )
     keep(widget_client(CompanyFactory()).get(STATUS.format("lifecycle")))
     monkeypatch.setattr("sessions.views.session_widget_token", lambda **_: 1 / 0)
-    keep(APIClient(raise_request_exception=False, HTTP_X_WIDGET_KEY=company.widget_key).post(
-        TOKEN, {"session_id": "lifecycle"}, format="json"))
+    keep(
+        APIClient(raise_request_exception=False, HTTP_X_WIDGET_KEY=company.widget_key).post(
+            TOKEN, {"session_id": "lifecycle"}, format="json"
+        )
+    )
     assert '"internal_error"' in bodies[-1]
 
     # The admin's list pages.
     staff = get_user_model().objects.create_superuser("root", password="pw")
     admin = Client()
     admin.force_login(staff)
-    for path in ("/admin/voiceagents/company/", "/admin/voiceagents/voiceagent/", "/admin/conversation_sessions/conversationsession/"):
+    for path in (
+        "/admin/voiceagents/company/",
+        "/admin/voiceagents/voiceagent/",
+        "/admin/conversation_sessions/conversationsession/",
+    ):
         page = admin.get(path)
         assert page.status_code == 200
         bodies.append(page.content.decode())
@@ -721,7 +829,11 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -731,7 +843,11 @@ def test_production_settings_refuse_to_start_without_their_secrets() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LIVEKIT_API"))}
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "agentconnect.settings"}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "agentconnect.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY must be set" in result.stderr
 
@@ -745,15 +861,22 @@ HOSTILE = [
 ]
 
 
-def test_prompts_and_greetings_travel_verbatim_as_data(company: Company, agent: VoiceAgent, no_dispatch: None) -> None:
+def test_prompts_and_greetings_travel_verbatim_as_data(
+    company: Company, agent: VoiceAgent, no_dispatch: None
+) -> None:
     from voiceagents.worker.conversation import agent_for
 
     client = widget_client(company)
     for n, text in enumerate(HOSTILE):
         response = client.post(
             START,
-            {"agent_id": agent.pk, "company_id": company.pk, "session_id": f"data-{n}",
-             "system_prompt": text, "greeting_message": text[:GREETING_MAX_LENGTH]},
+            {
+                "agent_id": agent.pk,
+                "company_id": company.pk,
+                "session_id": f"data-{n}",
+                "system_prompt": text,
+                "greeting_message": text[:GREETING_MAX_LENGTH],
+            },
             format="json",
         )
         assert response.status_code == 201, (n, response.content)
@@ -772,9 +895,22 @@ def test_prompts_and_greetings_travel_verbatim_as_data(company: Company, agent: 
 def test_prompts_and_greetings_are_length_limited_everywhere(company: Company, agent: VoiceAgent) -> None:
     client = widget_client(company)
     base = {"agent_id": agent.pk, "company_id": company.pk}
-    for field, limit in (("system_prompt", SYSTEM_PROMPT_MAX_LENGTH), ("greeting_message", GREETING_MAX_LENGTH)):
-        assert field in error_of(client.post(START, {**base, field: "x" * (limit + 1)}, format="json"), 400, "invalid_input")["details"]
-        assert field in error_of(client.post(START, {**base, field: "a\x00b"}, format="json"), 400, "invalid_input")["details"]
+    for field, limit in (
+        ("system_prompt", SYSTEM_PROMPT_MAX_LENGTH),
+        ("greeting_message", GREETING_MAX_LENGTH),
+    ):
+        assert (
+            field
+            in error_of(
+                client.post(START, {**base, field: "x" * (limit + 1)}, format="json"), 400, "invalid_input"
+            )["details"]
+        )
+        assert (
+            field
+            in error_of(client.post(START, {**base, field: "a\x00b"}, format="json"), 400, "invalid_input")[
+                "details"
+            ]
+        )
         # The admin's profile form (model validation) holds the same limit.
         profile = VoiceAgent(company=company, name=f"long-{field}", **{field: "x" * (limit + 1)})
         with pytest.raises(ValidationError) as info:

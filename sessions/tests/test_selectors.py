@@ -39,7 +39,9 @@ def test_another_companys_inactive_or_unknown_agent_is_none() -> None:
     assert agent_active_for_company(agent_id=2**62, company=agent.company) is None
 
 
-def test_the_widget_key_finds_its_active_company_whole_and_nothing_else(django_assert_num_queries: Any) -> None:
+def test_the_widget_key_finds_its_active_company_whole_and_nothing_else(
+    django_assert_num_queries: Any,
+) -> None:
     company = CompanyFactory(allowed_origins=["https://shop.example"], max_concurrent_sessions=7)
     expected = Company.objects.get(pk=company.pk)
     with django_assert_num_queries(1):
@@ -67,7 +69,9 @@ def test_the_lookups_are_prepared_and_survive_a_column_added_meanwhile() -> None
     assert any('FROM "voice_agents"' in sql for sql in prepared), prepared
 
     with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the factories' rows: checked now, so the table can change
+        cursor.execute(
+            "SET CONSTRAINTS ALL IMMEDIATE"
+        )  # the factories' rows: checked now, so the table can change
         cursor.execute("ALTER TABLE companies ADD COLUMN added_by_a_later_release integer")
         cursor.execute("ALTER TABLE voice_agents ADD COLUMN added_by_a_later_release integer")
     assert company_by_widget_key(company.widget_key) == company
@@ -83,7 +87,12 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler(tmp_path: Path) -> N
 
     def options(**extra: str) -> dict[str, Any]:
         result = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])

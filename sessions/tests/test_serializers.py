@@ -10,7 +10,9 @@ from sessions.serializers import AgentStatusOutput, FlatSerializer, StartVoiceSe
 
 def test_each_instance_binds_its_own_fields_and_the_declared_ones_stay_unbound() -> None:
     bad = StartVoiceSessionInput(data={"agent_id": 0, "company_id": 1, "session_id": "no spaces"})
-    good = StartVoiceSessionInput(data={"agent_id": 1, "company_id": 1, "session_id": "ok", "voice_id": "alloy"})
+    good = StartVoiceSessionInput(
+        data={"agent_id": 1, "company_id": 1, "session_id": "ok", "voice_id": "alloy"}
+    )
     assert not bad.is_valid() and set(bad.errors) == {"agent_id", "session_id"}
     assert good.is_valid(), good.errors
     assert good.validated_data["voice_id"] == "alloy"
@@ -21,13 +23,33 @@ def test_each_instance_binds_its_own_fields_and_the_declared_ones_stay_unbound()
 
 
 def test_output_fields_bind_their_sources_and_methods_per_instance() -> None:
-    row = type("Row", (), {"session_id": "s", "agent_room_name": "r", "agent_status": "pending",
-                           "agent_started_at": None, "agent_stopped_at": None, "agent_worker_id": "",
-                           "failure_reason": ""})()
-    assert AgentStatusOutput(row).data == AgentStatusOutput(row).data == {
-        "success": True, "session_id": "s", "room_name": "r", "status": "pending",
-        "started_at": None, "stopped_at": None, "worker_id": "", "failure_reason": None,
-    }
+    row = type(
+        "Row",
+        (),
+        {
+            "session_id": "s",
+            "agent_room_name": "r",
+            "agent_status": "pending",
+            "agent_started_at": None,
+            "agent_stopped_at": None,
+            "agent_worker_id": "",
+            "failure_reason": "",
+        },
+    )()
+    assert (
+        AgentStatusOutput(row).data
+        == AgentStatusOutput(row).data
+        == {
+            "success": True,
+            "session_id": "s",
+            "room_name": "r",
+            "status": "pending",
+            "started_at": None,
+            "stopped_at": None,
+            "worker_id": "",
+            "failure_reason": None,
+        }
+    )
     assert AgentStatusOutput._declared_fields["success"].method_name is None
 
 

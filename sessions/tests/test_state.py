@@ -58,7 +58,9 @@ def test_terminal_states_are_final() -> None:
 @pytest.mark.django_db
 def test_failed_records_reason_and_stop_time() -> None:
     session = make_session(AgentStatus.ACTIVE)
-    assert session_transition(session_pk=session.pk, to=AgentStatus.FAILED, failure_reason="STT provider hung")
+    assert session_transition(
+        session_pk=session.pk, to=AgentStatus.FAILED, failure_reason="STT provider hung"
+    )
     session.refresh_from_db()
     assert session.failure_reason == "STT provider hung"
     assert session.agent_stopped_at is not None
@@ -85,7 +87,7 @@ def test_database_refuses_unknown_status() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_racing_transitions_one_wins() -> None:
     """A webhook (agent left → stopped) and a worker (→ failed) race on an active session."""
-    for attempt in range(10):
+    for _attempt in range(10):
         session = make_session(AgentStatus.ACTIVE)
         barrier = threading.Barrier(2, timeout=10)
         results: dict[str, bool] = {}
@@ -99,7 +101,9 @@ def test_racing_transitions_one_wins() -> None:
             finally:
                 connection.close()
 
-        threads = [threading.Thread(target=move, args=(t,)) for t in (AgentStatus.STOPPED, AgentStatus.FAILED)]
+        threads = [
+            threading.Thread(target=move, args=(t,)) for t in (AgentStatus.STOPPED, AgentStatus.FAILED)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -20,7 +20,9 @@ def _newest(broker: redis.Redis, queue: str, count: int) -> list[dict[str, Any]]
 
 def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
     headers = {k: v for k, v in message["headers"].items() if k not in ("id", "root_id")}
-    properties = {k: v for k, v in message["properties"].items() if k not in ("correlation_id", "delivery_tag")}
+    properties = {
+        k: v for k, v in message["properties"].items() if k not in ("correlation_id", "delivery_tag")
+    }
     return {**message, "headers": headers, "properties": properties}
 
 

@@ -19,13 +19,24 @@ URL = "/api/v1/livekit-agents/sessions/{}/transcript"
 def make(company: Any, agent: Any) -> ConversationSession:
     session = session_start(company=company, agent_id=agent.pk, session_id="talk").session
     now = time.time()
-    transcript_turn_add(session_pk=session.pk, role="assistant", text="Hello!", speaker_name="Agent", started_at=now)
     transcript_turn_add(
-        session_pk=session.pk, role="user", text="What time is it?", speaker_identity=session.visitor_identity,
-        speaker_name="Maya", started_at=now + 1, ended_at=now + 2, metrics={"end_of_turn_delay": 0.5},
+        session_pk=session.pk, role="assistant", text="Hello!", speaker_name="Agent", started_at=now
     )
     transcript_turn_add(
-        session_pk=session.pk, role="assistant", text="Noon.", started_at=now + 3,
+        session_pk=session.pk,
+        role="user",
+        text="What time is it?",
+        speaker_identity=session.visitor_identity,
+        speaker_name="Maya",
+        started_at=now + 1,
+        ended_at=now + 2,
+        metrics={"end_of_turn_delay": 0.5},
+    )
+    transcript_turn_add(
+        session_pk=session.pk,
+        role="assistant",
+        text="Noon.",
+        started_at=now + 3,
         metrics={"llm_ttft": 0.2, "tts_ttfb": 0.1, "response_latency": 0.9},
     )
     session_usage_record(session_pk=session.pk, usage={"llm_prompt_tokens": 12, "tts_characters": 11})
@@ -71,7 +82,9 @@ def test_worker_reports_join_then_end(company: Any, agent: Any) -> None:
     ConversationSession.objects.filter(pk=session.pk).update(agent_status=AgentStatus.STARTING)
     # The webhook came first (identity only), then the worker's own report adds its id.
     assert session_agent_joined(room_name=session.agent_room_name, identity="agent-AJ_1")
-    assert not session_agent_joined(room_name=session.agent_room_name, identity="agent-AJ_1", worker_id="AW_abc")
+    assert not session_agent_joined(
+        room_name=session.agent_room_name, identity="agent-AJ_1", worker_id="AW_abc"
+    )
     session.refresh_from_db()
     assert session.agent_status == AgentStatus.ACTIVE and session.agent_worker_id == "AW_abc"
     assert session_agent_finished(session_pk=session.pk, error="LLM provider failed: timeout")

@@ -7,57 +7,178 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Company',
+            name="Company",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('widget_key', models.CharField(default=voiceagents.models.new_widget_key, max_length=64, unique=True)),
-                ('allowed_origins', models.JSONField(blank=True, default=list, help_text='Website origins allowed to use the widget key, e.g. ["https://www.example.com"]. Browser requests from any other origin are refused.')),
-                ('max_concurrent_sessions', models.PositiveIntegerField(default=10, validators=[django.core.validators.MinValueValidator(1)])),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                (
+                    "widget_key",
+                    models.CharField(default=voiceagents.models.new_widget_key, max_length=64, unique=True),
+                ),
+                (
+                    "allowed_origins",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Website origins allowed to use the widget key, e.g. ["https://www.example.com"]. Browser requests from any other origin are refused.',
+                    ),
+                ),
+                (
+                    "max_concurrent_sessions",
+                    models.PositiveIntegerField(
+                        default=10, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'companies',
-                'db_table': 'companies',
-                'ordering': ['name'],
+                "verbose_name_plural": "companies",
+                "db_table": "companies",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='VoiceAgent',
+            name="VoiceAgent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('mode', models.CharField(choices=[('one_to_one', 'One-to-one'), ('conference', 'Conference')], default='one_to_one', max_length=20)),
-                ('system_prompt', models.TextField(blank=True, validators=[django.core.validators.MaxLengthValidator(4000)])),
-                ('greeting_message', models.TextField(blank=True, validators=[django.core.validators.MaxLengthValidator(500)])),
-                ('llm_provider', models.CharField(blank=True, choices=[('openai', 'OpenAI'), ('groq', 'Groq'), ('echo', 'Echo (offline diagnostic)')], max_length=20)),
-                ('llm_model', models.CharField(blank=True, max_length=100, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$')])),
-                ('stt_provider', models.CharField(blank=True, choices=[('deepgram', 'Deepgram'), ('groq', 'Groq'), ('openai', 'OpenAI'), ('local', 'Local (pocketsphinx, offline)')], max_length=20)),
-                ('tts_provider', models.CharField(blank=True, choices=[('openai', 'OpenAI'), ('local', 'Local (espeak-ng, offline)')], max_length=20)),
-                ('tts_voice', models.CharField(blank=True, choices=[('alloy', 'Alloy'), ('echo', 'Echo'), ('fable', 'Fable'), ('onyx', 'Onyx'), ('nova', 'Nova'), ('shimmer', 'Shimmer')], max_length=20)),
-                ('vad_enabled', models.BooleanField(blank=True, help_text='Blank: deployment default', null=True)),
-                ('allow_interruptions', models.BooleanField(blank=True, help_text='Blank: deployment default', null=True)),
-                ('reply_policy', models.CharField(choices=[('always', 'Answer every turn'), ('when_addressed', 'Answer only when addressed')], default='always', help_text='Conference agents only: answer every turn, or only when addressed by name.', max_length=20)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('company', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='agents', to='voiceagents.company')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("one_to_one", "One-to-one"), ("conference", "Conference")],
+                        default="one_to_one",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "system_prompt",
+                    models.TextField(
+                        blank=True, validators=[django.core.validators.MaxLengthValidator(4000)]
+                    ),
+                ),
+                (
+                    "greeting_message",
+                    models.TextField(blank=True, validators=[django.core.validators.MaxLengthValidator(500)]),
+                ),
+                (
+                    "llm_provider",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("openai", "OpenAI"),
+                            ("groq", "Groq"),
+                            ("echo", "Echo (offline diagnostic)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "llm_model",
+                    models.CharField(
+                        blank=True,
+                        max_length=100,
+                        validators=[
+                            django.core.validators.RegexValidator("^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
+                        ],
+                    ),
+                ),
+                (
+                    "stt_provider",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("deepgram", "Deepgram"),
+                            ("groq", "Groq"),
+                            ("openai", "OpenAI"),
+                            ("local", "Local (pocketsphinx, offline)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "tts_provider",
+                    models.CharField(
+                        blank=True,
+                        choices=[("openai", "OpenAI"), ("local", "Local (espeak-ng, offline)")],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "tts_voice",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("alloy", "Alloy"),
+                            ("echo", "Echo"),
+                            ("fable", "Fable"),
+                            ("onyx", "Onyx"),
+                            ("nova", "Nova"),
+                            ("shimmer", "Shimmer"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "vad_enabled",
+                    models.BooleanField(blank=True, help_text="Blank: deployment default", null=True),
+                ),
+                (
+                    "allow_interruptions",
+                    models.BooleanField(blank=True, help_text="Blank: deployment default", null=True),
+                ),
+                (
+                    "reply_policy",
+                    models.CharField(
+                        choices=[
+                            ("always", "Answer every turn"),
+                            ("when_addressed", "Answer only when addressed"),
+                        ],
+                        default="always",
+                        help_text="Conference agents only: answer every turn, or only when addressed by name.",
+                        max_length=20,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "company",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agents",
+                        to="voiceagents.company",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'voice_agents',
-                'ordering': ['company__name', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('company', 'name'), name='voice_agent_unique_name'), models.CheckConstraint(condition=models.Q(('mode__in', ['one_to_one', 'conference'])), name='voice_agent_valid_mode')],
+                "db_table": "voice_agents",
+                "ordering": ["company__name", "name"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("company", "name"), name="voice_agent_unique_name"),
+                    models.CheckConstraint(
+                        condition=models.Q(("mode__in", ["one_to_one", "conference"])),
+                        name="voice_agent_valid_mode",
+                    ),
+                ],
             },
         ),
     ]

@@ -27,9 +27,7 @@ class EchoLLM(llm.LLM):
     ``generate_reply``); ``template`` shapes the echo and must contain ``{text}``.
     """
 
-    def __init__(
-        self, *, greeting: str = DEFAULT_GREETING, template: str = DEFAULT_TEMPLATE
-    ) -> None:
+    def __init__(self, *, greeting: str = DEFAULT_GREETING, template: str = DEFAULT_TEMPLATE) -> None:
         super().__init__()
         if "{text}" not in template:
             raise ValueError("the echo template must contain {text}")
@@ -65,9 +63,7 @@ class EchoLLM(llm.LLM):
         tool_choice: NotGivenOr[ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> EchoLLMStream:
-        return EchoLLMStream(
-            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
-        )
+        return EchoLLMStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
 
 class EchoLLMStream(llm.LLMStream):
@@ -80,9 +76,7 @@ class EchoLLMStream(llm.LLMStream):
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word
             self._event_ch.send_nowait(
-                llm.ChatChunk(
-                    id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)
-                )
+                llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece))
             )
             # yield so a consumer (and an interruption's cancel) interleaves with us
             await asyncio.sleep(0)

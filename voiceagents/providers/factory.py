@@ -132,7 +132,9 @@ def load_vad(
         loaded = _VADS.get(key)
         if loaded is None:
             loaded = _VADS[key] = SpeechEndVAD(
-                silero.VAD.load(min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold)
+                silero.VAD.load(
+                    min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold
+                )
             )
         return loaded
 
@@ -309,8 +311,7 @@ def _build_tts(provider: str, config: dict[str, Any], settings: Any) -> tts.TTS:
         voice = voice or OPENAI_TTS_DEFAULT_VOICE
         if voice not in OPENAI_TTS_VOICES:
             raise ProviderConfigError(
-                f"tts_voice {voice!r} is not an OpenAI voice; expected one of "
-                + ", ".join(OPENAI_TTS_VOICES)
+                f"tts_voice {voice!r} is not an OpenAI voice; expected one of " + ", ".join(OPENAI_TTS_VOICES)
             )
         return openai.TTS(
             model=OPENAI_TTS_MODEL,

@@ -75,7 +75,9 @@ def decoding_process() -> Pool:
 
 
 def _settle(
-    done: asyncio.Future[list[RecognizedWord]], result: list[RecognizedWord] | None, error: BaseException | None
+    done: asyncio.Future[list[RecognizedWord]],
+    result: list[RecognizedWord] | None,
+    error: BaseException | None,
 ) -> None:
     if done.done():  # the caller gave up (timeout, cancelled)
         return
@@ -95,9 +97,7 @@ class PocketSphinxSTT(stt.STT):
 
     def __init__(self, *, language: str = "en-US") -> None:
         super().__init__(
-            capabilities=stt.STTCapabilities(
-                streaming=False, interim_results=False, offline_recognize=True
-            )
+            capabilities=stt.STTCapabilities(streaming=False, interim_results=False, offline_recognize=True)
         )
         self._language = language
         # start the subprocess and load its decoder now, not on the visitor's first words
@@ -131,7 +131,10 @@ class PocketSphinxSTT(stt.STT):
             loop.call_soon_threadsafe(_settle, done, None, error)
 
         decoding_process().apply_async(
-            transcribe_words, (pcm, frame.sample_rate, frame.num_channels), callback=resolve, error_callback=fail
+            transcribe_words,
+            (pcm, frame.sample_rate, frame.num_channels),
+            callback=resolve,
+            error_callback=fail,
         )
         # a worker that dies mid-utterance is replaced, but its result never comes
         words = await asyncio.wait_for(done, conn_options.timeout)

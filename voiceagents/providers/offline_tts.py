@@ -106,9 +106,7 @@ class _EspeakEngine:
         self._lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
-        status = self._lib.espeak_Synth(
-            data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
-        )
+        status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
         if status != _EE_OK:
             raise EspeakError(f"espeak_Synth failed with status {status}")
         self._lib.espeak_Synchronize()

@@ -20,7 +20,9 @@ def _rates(detector: SpeakingRateDetector, frames: list[rtc.AudioFrame]) -> list
     return _run_stream(detector, frames)[0]
 
 
-def _run_stream(detector: SpeakingRateDetector, frames: list[rtc.AudioFrame]) -> tuple[list[SpeakingRateEvent], Any]:
+def _run_stream(
+    detector: SpeakingRateDetector, frames: list[rtc.AudioFrame]
+) -> tuple[list[SpeakingRateEvent], Any]:
     async def body() -> tuple[list[SpeakingRateEvent], Any]:
         stream = detector.stream()
         for frame in frames:
@@ -33,7 +35,9 @@ def _run_stream(detector: SpeakingRateDetector, frames: list[rtc.AudioFrame]) ->
 
 def _reply_frames(sample_rate: int) -> list[rtc.AudioFrame]:
     """A reply as a TTS hands it over: seconds of speech in 20 ms frames, with a pause."""
-    speech = synthesize_samples("Sure, I can help with that. What else would you like to know?", sample_rate=sample_rate)
+    speech = synthesize_samples(
+        "Sure, I can help with that. What else would you like to know?", sample_rate=sample_rate
+    )
     pause = np.zeros(sample_rate // 2, dtype=np.int16)
     audio = np.concatenate([speech, pause, speech[: len(speech) // 3]])
     step = sample_rate // 50
@@ -102,7 +106,12 @@ def test_fast_detector_lets_the_event_loop_run_while_it_digests_a_whole_reply() 
 
 class _NullAudioOutput(io.AudioOutput):
     def __init__(self) -> None:
-        super().__init__(label="null", next_in_chain=None, sample_rate=24000, capabilities=io.AudioOutputCapabilities(pause=False))
+        super().__init__(
+            label="null",
+            next_in_chain=None,
+            sample_rate=24000,
+            capabilities=io.AudioOutputCapabilities(pause=False),
+        )
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)

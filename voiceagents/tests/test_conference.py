@@ -63,7 +63,10 @@ def mixed_worker(live_server: Any, transactional_db: Any) -> Iterator[Process]:
 
 def conference_agent(**fields: Any) -> Any:
     return VoiceAgentFactory(
-        mode=AgentMode.CONFERENCE, name="Computer", greeting_message="Hello everyone.", **{**OFFLINE, **fields}
+        mode=AgentMode.CONFERENCE,
+        name="Computer",
+        greeting_message="Hello everyone.",
+        **{**OFFLINE, **fields},
     )
 
 
@@ -74,7 +77,12 @@ def widget(agent: Any) -> APIClient:
 
 
 def start_session(agent: Any, session_id: str, name: str) -> dict[str, Any]:
-    body = {"session_id": session_id, "agent_id": agent.pk, "company_id": agent.company_id, "participant_name": name}
+    body = {
+        "session_id": session_id,
+        "agent_id": agent.pk,
+        "company_id": agent.company_id,
+        "participant_name": name,
+    }
     response = widget(agent).post("/api/v1/livekit-agents/start-voice-session", body, format="json")
     assert response.status_code == 201, response.content
     data: dict[str, Any] = response.json()
@@ -127,7 +135,9 @@ async def all_hear_the_agent(people: list[Person], after: float) -> None:
 
 
 def user_turns(session_id: str) -> list[TranscriptTurn]:
-    return list(TranscriptTurn.objects.filter(session__session_id=session_id, role="user").order_by("sequence"))
+    return list(
+        TranscriptTurn.objects.filter(session__session_id=session_id, role="user").order_by("sequence")
+    )
 
 
 async def stored_turn_of(session_id: str, name: str, *, after: int = 0) -> TranscriptTurn:
@@ -165,7 +175,9 @@ def status(session_id: str) -> str:
 
 def reply_to(session_id: str, turn: TranscriptTurn) -> TranscriptTurn | None:
     return (
-        TranscriptTurn.objects.filter(session__session_id=session_id, role="assistant", sequence__gt=turn.sequence)
+        TranscriptTurn.objects.filter(
+            session__session_id=session_id, role="assistant", sequence__gt=turn.sequence
+        )
         .order_by("sequence")
         .first()
     )
@@ -194,7 +206,11 @@ def test_three_people_each_attributed_and_all_hear_the_reply(conference_worker: 
                 await person.leave()
 
         run_async(scenario(), timeout=480)
-        wait_for(lambda: status("conf-three") == AgentStatus.STOPPED, timeout=30, what="stopped after everyone left")
+        wait_for(
+            lambda: status("conf-three") == AgentStatus.STOPPED,
+            timeout=30,
+            what="stopped after everyone left",
+        )
 
     turns = user_turns("conf-three")
     described = [(t.speaker_name, t.text) for t in turns]
@@ -217,7 +233,9 @@ def test_three_people_each_attributed_and_all_hear_the_reply(conference_worker: 
         assert reply.text.lower().startswith(f"you said: {name.lower()}:"), reply.text
 
 
-def test_joining_leaving_republishing_and_never_hearing_itself_or_other_agents(conference_worker: Process) -> None:
+def test_joining_leaving_republishing_and_never_hearing_itself_or_other_agents(
+    conference_worker: Process,
+) -> None:
     agent = conference_agent()
     with celery_worker():
         maya_body = start_session(agent, "conf-churn", "Maya")
@@ -270,7 +288,11 @@ def test_joining_leaving_republishing_and_never_hearing_itself_or_other_agents(c
             await sam.leave()
 
         run_async(scenario(), timeout=480)
-        wait_for(lambda: status("conf-churn") == AgentStatus.STOPPED, timeout=30, what="stopped after everyone left")
+        wait_for(
+            lambda: status("conf-churn") == AgentStatus.STOPPED,
+            timeout=30,
+            what="stopped after everyone left",
+        )
 
     turns = user_turns("conf-churn")
     described = [(t.speaker_name, t.speaker_identity, t.text) for t in turns]
@@ -309,7 +331,11 @@ def test_overlapping_speech_keeps_each_voice_apart(conference_worker: Process) -
                 await person.leave()
 
         run_async(scenario(), timeout=480)
-        wait_for(lambda: status("conf-overlap") == AgentStatus.STOPPED, timeout=30, what="stopped after everyone left")
+        wait_for(
+            lambda: status("conf-overlap") == AgentStatus.STOPPED,
+            timeout=30,
+            what="stopped after everyone left",
+        )
 
     turns = list(TranscriptTurn.objects.filter(session__session_id="conf-overlap").order_by("sequence"))
     described = [(t.role, t.speaker_name, t.text) for t in turns]
@@ -321,7 +347,9 @@ def test_overlapping_speech_keeps_each_voice_apart(conference_worker: Process) -
     assert users[-1].speaker_name == "Tom", described
     # the group got an answer once both had finished (one, unless one voice ended well before
     # the other); nothing was lost or crashed: the last turn got its answer too
-    overlap_answers = [t for t in turns if t.role == "assistant" and users[1].sequence < t.sequence < users[-1].sequence]
+    overlap_answers = [
+        t for t in turns if t.role == "assistant" and users[1].sequence < t.sequence < users[-1].sequence
+    ]
     assert 1 <= len(overlap_answers) <= 2, described
     assert turns[-1].role == "assistant" and turns[-1].text.lower().startswith("you said: tom:"), described
 
@@ -353,7 +381,9 @@ def test_when_addressed_answers_only_its_name(conference_worker: Process) -> Non
 
     turns = list(TranscriptTurn.objects.filter(session__session_id="conf-addressed").order_by("sequence"))
     described = [(t.role, t.speaker_name, t.text) for t in turns]
-    assert [(t.role, t.speaker_name) for t in turns[:2]] == [("assistant", "Computer"), ("user", "Maya")], described
+    assert [(t.role, t.speaker_name) for t in turns[:2]] == [("assistant", "Computer"), ("user", "Maya")], (
+        described
+    )
     replies = [t for t in turns[1:] if t.role == "assistant"]
     tom_turns = [t for t in turns if t.speaker_name == "Tom"]
     assert tom_turns and "computer" in " ".join(t.text.lower() for t in tom_turns), described
@@ -382,7 +412,11 @@ def test_mixed_strategy_attributes_by_who_was_loudest(mixed_worker: Process) -> 
                 await person.leave()
 
         run_async(scenario(), timeout=480)
-        wait_for(lambda: status("conf-mixed") == AgentStatus.STOPPED, timeout=30, what="stopped after everyone left")
+        wait_for(
+            lambda: status("conf-mixed") == AgentStatus.STOPPED,
+            timeout=30,
+            what="stopped after everyone left",
+        )
 
     turns = user_turns("conf-mixed")
     described = [(t.speaker_name, t.text) for t in turns]

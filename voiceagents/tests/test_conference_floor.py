@@ -43,7 +43,9 @@ class SessionCalls:
         self.interrupts += 1
 
 
-def floor(policy: str = ALWAYS, *, min_delay: float = 0.05, max_delay: float = 0.4) -> tuple[Floor, SessionCalls, Agent, TranscriptRecorder]:
+def floor(
+    policy: str = ALWAYS, *, min_delay: float = 0.05, max_delay: float = 0.4
+) -> tuple[Floor, SessionCalls, Agent, TranscriptRecorder]:
     session = SessionCalls()
     agent = Agent(instructions="test")
     recorder = TranscriptRecorder(0, Speaker("agent", "Computer"), Speaker("", "Someone"))
@@ -81,7 +83,10 @@ async def _overlap() -> None:
     assert session.replies == 1  # one answer for the group
     assert user_texts(agent) == ["Maya: good morning", "Tom: I like apples"]
     stored = [recorder._queue.get_nowait() for _ in range(recorder._queue.qsize())]
-    assert [(t["speaker_name"], t["text"]) for t in stored] == [("Maya", "good morning"), ("Tom", "I like apples")]
+    assert [(t["speaker_name"], t["text"]) for t in stored] == [
+        ("Maya", "good morning"),
+        ("Tom", "I like apples"),
+    ]
     f.close()
 
 

@@ -4,24 +4,41 @@ from __future__ import annotations
 
 import pytest
 
-from voiceagents.worker.conference_policy import ALWAYS, WHEN_ADDRESSED, ReplyPolicy, is_question, mentions, words
+from voiceagents.worker.conference_policy import (
+    ALWAYS,
+    WHEN_ADDRESSED,
+    ReplyPolicy,
+    is_question,
+    mentions,
+    words,
+)
 
 NAMED = ReplyPolicy(WHEN_ADDRESSED, "Computer")
 
 
 def test_always_answers_everything() -> None:
-    assert ReplyPolicy(ALWAYS, "Computer").should_reply("the weather is nice", agent_spoke_last=False, other_names=[])
+    assert ReplyPolicy(ALWAYS, "Computer").should_reply(
+        "the weather is nice", agent_spoke_last=False, other_names=[]
+    )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["Computer, what's on the agenda", "hello computer", "HEY COMPUTER.", "ask the computer's opinion", "low computer"],
+    [
+        "Computer, what's on the agenda",
+        "hello computer",
+        "HEY COMPUTER.",
+        "ask the computer's opinion",
+        "low computer",
+    ],
 )
 def test_the_agents_name_anywhere_addresses_it(text: str) -> None:
     assert NAMED.should_reply(text, agent_spoke_last=False, other_names=["Maya"])
 
 
-@pytest.mark.parametrize("text", ["my train was late again", "computers are everywhere", "Maya, what do you think?"])
+@pytest.mark.parametrize(
+    "text", ["my train was late again", "computers are everywhere", "Maya, what do you think?"]
+)
 def test_talk_among_people_is_left_alone(text: str) -> None:
     assert not NAMED.should_reply(text, agent_spoke_last=False, other_names=["Maya", "Tom"])
 

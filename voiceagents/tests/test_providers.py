@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import APIError, Agent, AgentSession, llm, room_io, stt, utils, vad
+from livekit.agents import Agent, AgentSession, APIError, llm, room_io, stt, utils, vad
 from livekit.agents.voice.run_result import RunResult
 from livekit.plugins import deepgram, groq, openai
 
@@ -197,9 +197,7 @@ def test_pocketsphinx_behind_a_vad_stream_adapter_finds_the_utterance() -> None:
     assert types[0] == stt.SpeechEventType.START_OF_SPEECH
     finals = [ev.alternatives[0].text for ev in events if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert finals == ["testing one two three"]
-    assert types.index(stt.SpeechEventType.END_OF_SPEECH) < types.index(
-        stt.SpeechEventType.FINAL_TRANSCRIPT
-    )
+    assert types.index(stt.SpeechEventType.END_OF_SPEECH) < types.index(stt.SpeechEventType.FINAL_TRANSCRIPT)
 
 
 # -- echo diagnostic ---------------------------------------------------------------------
@@ -443,7 +441,9 @@ def test_vad_dates_the_end_of_speech_when_the_last_audible_frame_arrived() -> No
     """In a live room the framework counts the endpointing delay from (event time -
     reported silence). The VAD's own pipeline (window filling, inference, the event loop)
     must not count as silence: the end is when the last audible frame was pushed."""
-    frames = speech_frames("what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.3, trail_silence=0.6)
+    frames = speech_frames(
+        "what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.3, trail_silence=0.6
+    )
     audio = rtc.combine_audio_frames(frames)
     sound_end = audio.duration - trailing_quiet(audio)  # seconds into the input
     last_loud = int(sound_end / 0.02 - 1e-9)  # the frame holding it
@@ -506,7 +506,14 @@ def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise(
     for frame in frames:  # a noise floor only 20 dB under the speech: nothing to date back to
         samples = np.frombuffer(frame.data, dtype=np.int16).astype(np.float64)
         samples += rng.normal(0.0, 600.0, samples.size)
-        noisy.append(rtc.AudioFrame(np.clip(samples, -32768, 32767).astype(np.int16).tobytes(), 48000, 1, frame.samples_per_channel))
+        noisy.append(
+            rtc.AudioFrame(
+                np.clip(samples, -32768, 32767).astype(np.int16).tobytes(),
+                48000,
+                1,
+                frame.samples_per_channel,
+            )
+        )
 
     assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)  # type: ignore[attr-defined]
 

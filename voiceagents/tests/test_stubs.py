@@ -323,14 +323,16 @@ def test_speech_for_a_repeated_input_is_answered_from_what_was_rendered(stub: St
     from stubs import openai_stub
 
     async def speech() -> bytes:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
                 stub.openai_base_url + "/audio/speech",
                 json={"model": "tts-1", "input": "thank you", "voice": "alloy", "response_format": "pcm"},
                 headers={"Authorization": "Bearer test"},
-            ) as response:
-                assert response.status == 200
-                return await response.read()
+            ) as response,
+        ):
+            assert response.status == 200
+            return await response.read()
 
     openai_stub._SPEECH_CACHE.clear()
     first = run(speech())
@@ -648,7 +650,7 @@ def test_hung_requests_are_released_and_the_next_one_hangs_again(stub: StubServe
             try:
                 async with http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=0.5)):
                     hung_again = False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 hung_again = True
         return status, hung_again
 

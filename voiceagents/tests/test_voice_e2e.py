@@ -38,7 +38,12 @@ def start_session(agent: Any, session_id: str) -> dict[str, Any]:
     client.credentials(HTTP_X_WIDGET_KEY=agent.company.widget_key)
     response = client.post(
         "/api/v1/livekit-agents/start-voice-session",
-        {"session_id": session_id, "agent_id": agent.pk, "company_id": agent.company_id, "participant_name": "Maya"},
+        {
+            "session_id": session_id,
+            "agent_id": agent.pk,
+            "company_id": agent.company_id,
+            "participant_name": "Maya",
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -48,7 +53,12 @@ def start_session(agent: Any, session_id: str) -> dict[str, Any]:
 def stop_session(agent: Any, session_id: str) -> None:
     client = APIClient()
     client.credentials(HTTP_X_WIDGET_KEY=agent.company.widget_key)
-    assert client.post("/api/v1/livekit-agents/stop-voice-session", {"session_id": session_id}, format="json").status_code == 200
+    assert (
+        client.post(
+            "/api/v1/livekit-agents/stop-voice-session", {"session_id": session_id}, format="json"
+        ).status_code
+        == 200
+    )
 
 
 def status(session_id: str) -> str:
@@ -110,12 +120,16 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
     ]
 
 
-def test_a_visitor_can_neither_read_nor_drive_the_agent_session(live_server: Any, voice_worker: Process) -> None:
+def test_a_visitor_can_neither_read_nor_drive_the_agent_session(
+    live_server: Any, voice_worker: Process
+) -> None:
     """The framework's session host would answer any participant on `lk.agent.session`
     (the system prompt among its answers) and send it every session event."""
     from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES, RemoteSession
 
-    agent = VoiceAgentFactory(system_prompt="Internal: never offer refunds.", greeting_message="Hello.", **OFFLINE)
+    agent = VoiceAgentFactory(
+        system_prompt="Internal: never offer refunds.", greeting_message="Hello.", **OFFLINE
+    )
     with celery_worker():
         body = start_session(agent, "e2e-session-host")
 
@@ -159,9 +173,13 @@ def test_stop_voice_session_makes_the_agent_leave(live_server: Any, voice_worker
             visitor = Visitor()
             await visitor.join(body["livekit_url"], body["user_token"])
             await asyncio.wait_for(visitor.joined_agent.wait(), 30)
-            await asyncio.to_thread(wait_for, lambda: status("e2e-stop") == AgentStatus.ACTIVE, timeout=15, what="active")
+            await asyncio.to_thread(
+                wait_for, lambda: status("e2e-stop") == AgentStatus.ACTIVE, timeout=15, what="active"
+            )
             await asyncio.to_thread(stop_session, agent, "e2e-stop")
-            await asyncio.to_thread(wait_for, lambda: status("e2e-stop") == AgentStatus.STOPPED, timeout=30, what="stopped")
+            await asyncio.to_thread(
+                wait_for, lambda: status("e2e-stop") == AgentStatus.STOPPED, timeout=30, what="stopped"
+            )
             left = asyncio.Event()
             visitor.room.on("disconnected", lambda *_: left.set())
             if visitor.room.isconnected():
@@ -171,7 +189,9 @@ def test_stop_voice_session_makes_the_agent_leave(live_server: Any, voice_worker
     assert body["room_name"] not in lk.rooms_existing([body["room_name"]])
 
 
-def test_sigterm_drains_then_exits_zero_and_session_ends_stopped(live_server: Any, transactional_db: Any) -> None:
+def test_sigterm_drains_then_exits_zero_and_session_ends_stopped(
+    live_server: Any, transactional_db: Any
+) -> None:
     worker = start_agent_worker(AGENT_DRAIN_TIMEOUT_SECONDS="8")
     agent = VoiceAgentFactory(**OFFLINE)
     try:
@@ -198,7 +218,9 @@ def test_sigterm_drains_then_exits_zero_and_session_ends_stopped(live_server: An
             code = worker.proc.wait(timeout=60)
             assert code == 0, worker.tail()
             assert time.monotonic() - signalled >= 7  # it waited for the drain timeout
-            wait_for(lambda: status("e2e-drain") == AgentStatus.STOPPED, timeout=30, what="stopped after drain")
+            wait_for(
+                lambda: status("e2e-drain") == AgentStatus.STOPPED, timeout=30, what="stopped after drain"
+            )
     finally:
         worker.stop()
         print(f"--- worker output ---\n{worker.tail(150)}")

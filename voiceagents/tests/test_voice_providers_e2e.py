@@ -36,7 +36,9 @@ def stub() -> Iterator[StubServer]:
 
 
 @pytest.fixture(scope="module")
-def stub_worker(stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any) -> Iterator[Process]:
+def stub_worker(
+    stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
+) -> Iterator[Process]:
     """One worker for the module, every cloud provider's base URL pointing at the stub."""
     with django_db_blocker.unblock():
         proc = start_agent_worker(
@@ -68,7 +70,12 @@ def reset_stub(stub: StubServer) -> None:
             id="openai-llm-stt-tts",
         ),
         pytest.param(
-            {"llm_provider": "groq", "llm_model": "llama-3.1-8b-instant", "stt_provider": "groq", "tts_provider": "openai"},
+            {
+                "llm_provider": "groq",
+                "llm_model": "llama-3.1-8b-instant",
+                "stt_provider": "groq",
+                "tts_provider": "openai",
+            },
             {"chat", "transcriptions", "speech"},
             id="groq-llm-stt",
         ),
@@ -133,7 +140,9 @@ def converse_until_failed(body: dict[str, Any], session_id: str, timeout: float)
     run_async(scenario(), timeout=timeout + 120)
 
 
-def test_llm_errors_mid_conversation_fail_the_session_readably(stub: StubServer, stub_worker: Process) -> None:
+def test_llm_errors_mid_conversation_fail_the_session_readably(
+    stub: StubServer, stub_worker: Process
+) -> None:
     agent = VoiceAgentFactory(llm_provider="openai", stt_provider="openai", tts_provider="openai")
     with celery_worker():
         body = start_session(agent, "stub-llm-error")

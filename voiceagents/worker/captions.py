@@ -78,13 +78,17 @@ class _FastSpeakingRateStream(SpeakingRateStream):
         flux = np.abs(np.diff(magnitudes, axis=0)).sum(axis=1)
         return float(np.mean(flux)) if flux.size else 0.0
 
-    def _magnitudes(self, audio: np.ndarray, frame_length: int, hop_length: int, num_frames: int) -> np.ndarray:
+    def _magnitudes(
+        self, audio: np.ndarray, frame_length: int, hop_length: int, num_frames: int
+    ) -> np.ndarray:
         reused = self._reusable(audio, frame_length, hop_length)
         window, scale = _window(frame_length)
         # the caller refills one buffer for every window: keep a copy
         self._last_audio = np.array(audio, copy=True)
         first_new = 0 if reused is None else len(reused)
-        frames = np.lib.stride_tricks.sliding_window_view(audio, frame_length)[::hop_length][first_new:num_frames]
+        frames = np.lib.stride_tricks.sliding_window_view(audio, frame_length)[::hop_length][
+            first_new:num_frames
+        ]
         fresh = np.abs(np.fft.rfft(frames * window, axis=1) * scale)
         self.frames_transformed += len(fresh)
         magnitudes = fresh if reused is None else np.concatenate([reused, fresh])

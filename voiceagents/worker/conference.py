@@ -30,7 +30,17 @@ from typing import Any
 
 from django.conf import settings
 from livekit import rtc
-from livekit.agents import Agent, AutoSubscribe, JobContext, JobProcess, ModelSettings, StopResponse, llm, room_io, stt
+from livekit.agents import (
+    Agent,
+    AutoSubscribe,
+    JobContext,
+    JobProcess,
+    ModelSettings,
+    StopResponse,
+    llm,
+    room_io,
+    stt,
+)
 
 from .conference_audience import Audience, Member
 from .conference_policy import ReplyPolicy
@@ -122,7 +132,9 @@ def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
 
 
 class Conference:
-    def __init__(self, ctx: JobContext, conversation: ConferenceConversation, providers: Any, *, strategy: str) -> None:
+    def __init__(
+        self, ctx: JobContext, conversation: ConferenceConversation, providers: Any, *, strategy: str
+    ) -> None:
         self.ctx = ctx
         self.conversation = conversation
         self.config = conversation.config
@@ -132,7 +144,9 @@ class Conference:
         self.mixer = ConferenceMixer(
             sample_rate=SAMPLE_RATE, frame_ms=FRAME_MS, jitter_ms=FRAME_MS, mix=mixed, levels=mixed
         )
-        self.audience = Audience(ctx.room, on_audio=self._on_audio, on_audio_gone=self._on_audio_gone, on_left=self._on_left)
+        self.audience = Audience(
+            ctx.room, on_audio=self._on_audio, on_audio_gone=self._on_audio_gone, on_left=self._on_left
+        )
         self.session = build_agent_session(self.config, providers)
         prompt = str(self.config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
         self.agent = ConferenceAgent(instructions=f"{prompt}\n\n{GROUP_INSTRUCTIONS}", conference=self)
@@ -156,7 +170,9 @@ class Conference:
             session=self.session,
             agent=self.agent,
             recorder=recorder,
-            policy=ReplyPolicy(str(self.config.get("reply_policy") or "always"), str(self.config.get("agent_name") or "")),
+            policy=ReplyPolicy(
+                str(self.config.get("reply_policy") or "always"), str(self.config.get("agent_name") or "")
+            ),
             names_in_room=lambda: {m.identity: m.display_name for m in self.audience.members.values()},
             allow_interruptions=self.providers.allow_interruptions,
             min_delay=float(options.endpointing["min_delay"]),
@@ -183,7 +199,9 @@ class Conference:
         )
         self.audience.start()
         logger.info(
-            "conference started (%s strategy, reply policy %s)", self.strategy, self.floor.policy.policy,
+            "conference started (%s strategy, reply policy %s)",
+            self.strategy,
+            self.floor.policy.policy,
             extra=self.ctx.log_context_fields,
         )
         greeting = str(self.config.get("greeting_message") or "")
@@ -291,10 +309,14 @@ class Conference:
             self.floor.close()
         listeners = list(self.listeners.values())
         self.listeners.clear()
-        await asyncio.gather(*(listener.aclose(flush=False) for listener in listeners), return_exceptions=True)
+        await asyncio.gather(
+            *(listener.aclose(flush=False) for listener in listeners), return_exceptions=True
+        )
         for task in list(self._closing_listeners):
             task.cancel()
-        logger.info("conference mixer: %s", dataclasses.asdict(self.mixer.stats), extra=self.ctx.log_context_fields)
+        logger.info(
+            "conference mixer: %s", dataclasses.asdict(self.mixer.stats), extra=self.ctx.log_context_fields
+        )
         await self.mixer.aclose()
         if self._listener_stt is not None and self._listener_stt is not self.providers.stt:
             with contextlib.suppress(Exception):
@@ -321,7 +343,7 @@ async def conference_entrypoint(ctx: JobContext) -> None:
     timeout = settings.AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
     try:
         first = await asyncio.wait_for(ctx.wait_for_participant(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await conversation.fail(f"Nobody joined the conference within {timeout} s.")
         return
     conference = Conference(ctx, conversation, providers, strategy=settings.CONFERENCE_STT_STRATEGY)

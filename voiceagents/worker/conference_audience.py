@@ -114,7 +114,9 @@ class Audience:
             and publication.source in HEARD_SOURCES
         )
 
-    def _track_published(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _track_published(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         if self._hears(publication, participant) and not publication.subscribed:
             publication.set_subscribed(True)
 
@@ -135,7 +137,9 @@ class Audience:
     ) -> None:
         self._track_gone(publication, participant)
 
-    def _track_unpublished(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _track_unpublished(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         self._track_gone(publication, participant)
 
     def _track_gone(self, publication: rtc.TrackPublication, participant: rtc.RemoteParticipant) -> None:

@@ -21,12 +21,39 @@ ALWAYS = "always"
 WHEN_ADDRESSED = "when_addressed"
 
 QUESTION_WORDS = frozenset(
-    """what who whom whose when where why how which can could would will should shall
-    is are am was were do does did have has may might""".split()
+    [
+        "what",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "which",
+        "can",
+        "could",
+        "would",
+        "will",
+        "should",
+        "shall",
+        "is",
+        "are",
+        "am",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "may",
+        "might",
+    ]
 )
 
 # words a spoken question often starts with before its question word ("and how ...")
-LEAD_INS = frozenset("and so but then okay ok well um uh oh hey also".split())
+LEAD_INS = frozenset(["and", "so", "but", "then", "okay", "ok", "well", "um", "uh", "oh", "hey", "also"])
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

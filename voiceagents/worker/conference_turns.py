@@ -42,7 +42,9 @@ FLUSH_SILENCE_SECONDS = 1.0
 LISTENER_CLOSE_TIMEOUT = 10.0
 
 
-def user_message(speaker: Speaker, text: str, *, started_at: float | None, ended_at: float | None) -> llm.ChatMessage:
+def user_message(
+    speaker: Speaker, text: str, *, started_at: float | None, ended_at: float | None
+) -> llm.ChatMessage:
     metrics: llm.MetricsReport = {}
     if started_at:
         metrics["started_speaking_at"] = started_at
@@ -64,7 +66,9 @@ def tag(message: llm.ChatMessage, speaker: Speaker, transcript_text: str) -> Non
     the transcripts), and changing it here would throw away the framework's
     preemptive reply, which it checks against the content.
     """
-    message.extra.update(speaker_identity=speaker.identity, speaker_name=speaker.name, transcript_text=transcript_text)
+    message.extra.update(
+        speaker_identity=speaker.identity, speaker_name=speaker.name, transcript_text=transcript_text
+    )
 
 
 class Floor:
@@ -135,7 +139,9 @@ class Floor:
         self.speaking.pop(speaker.identity, None)
         self._schedule()
 
-    async def utterance(self, speaker: Speaker, text: str, *, started_at: float | None, ended_at: float | None) -> None:
+    async def utterance(
+        self, speaker: Speaker, text: str, *, started_at: float | None, ended_at: float | None
+    ) -> None:
         text = text.strip()
         if not text:
             return
@@ -221,7 +227,9 @@ class ParticipantListener:
         self._closed = False
         self._tasks = [asyncio.create_task(self._stt_events(), name=f"conference-stt-{speaker.identity}")]
         if self._vad_stream is not None:
-            self._tasks.append(asyncio.create_task(self._vad_events(), name=f"conference-vad-{speaker.identity}"))
+            self._tasks.append(
+                asyncio.create_task(self._vad_events(), name=f"conference-vad-{speaker.identity}")
+            )
 
     def push(self, frame: rtc.AudioFrame) -> None:
         if self._closed:
@@ -282,7 +290,7 @@ class ParticipantListener:
             self._vad_stream.end_input()
         try:
             await asyncio.wait_for(asyncio.gather(*self._tasks), LISTENER_CLOSE_TIMEOUT)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             for task in self._tasks:
                 task.cancel()
         with contextlib.suppress(Exception):

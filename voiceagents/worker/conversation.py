@@ -16,8 +16,8 @@ from typing import Any
 from django.conf import settings
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, AutoSubscribe, JobContext
-from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.llm import ChatMessage
+from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.voice import events as ev
 
 from .reporting import db, session_pk_for_room
@@ -320,5 +320,5 @@ def agent_for(config: dict[str, Any]) -> Agent:
 async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:
     try:
         return await asyncio.wait_for(ctx.wait_for_participant(identity=identity), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None

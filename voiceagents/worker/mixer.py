@@ -146,7 +146,9 @@ class ConferenceMixer:
             self._t0_wall = time.time() - self._index * self.frame_ms / 1000
             self._schedule_next()
 
-    def add_source(self, key: str, stream: AsyncIterator[Any] | None = None, *, tap: Tap | None = None) -> None:
+    def add_source(
+        self, key: str, stream: AsyncIterator[Any] | None = None, *, tap: Tap | None = None
+    ) -> None:
         """Mix `stream` (an rtc.AudioStream, or any async iterator of frames) under `key`.
 
         Replaces a source with the same key (a republished track). Without a
@@ -312,7 +314,11 @@ class ConferenceMixer:
             if source.ended and not queue:
                 finished.append(source)
                 continue
-            if source.tap is not None and not owed and self._index - source.last_frame_block >= self._stall_blocks:
+            if (
+                source.tap is not None
+                and not owed
+                and self._index - source.last_frame_block >= self._stall_blocks
+            ):
                 source.tap(silence)  # stalled: its VAD must still hear time pass
             if len(queue) > limit:
                 trim = len(queue) - self._jitter_blocks - owed

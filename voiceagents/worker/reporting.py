@@ -42,7 +42,12 @@ def session_pk_for_room(room_name: str) -> int | None:
     return (
         ConversationSession.objects.filter(
             agent_room_name=room_name,
-            agent_status__in=[AgentStatus.PENDING, AgentStatus.DISPATCHING, AgentStatus.STARTING, AgentStatus.ACTIVE],
+            agent_status__in=[
+                AgentStatus.PENDING,
+                AgentStatus.DISPATCHING,
+                AgentStatus.STARTING,
+                AgentStatus.ACTIVE,
+            ],
         )
         .values_list("pk", flat=True)
         .first()

@@ -109,7 +109,9 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
             logger.warning("%s again: closing now without waiting for conversations", signame)
             asyncio.ensure_future(server.aclose())
             return
-        logger.info("%s: draining (no new jobs; up to %.0f s for active conversations)", signame, drain_timeout)
+        logger.info(
+            "%s: draining (no new jobs; up to %.0f s for active conversations)", signame, drain_timeout
+        )
         stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,7 +122,7 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
         try:
             await server.drain(timeout=int(drain_timeout))
             logger.info("drained: every conversation ended")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("drain timeout passed; ending the remaining conversations")
         await server.aclose()
 

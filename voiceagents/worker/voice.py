@@ -9,7 +9,14 @@ from django.conf import settings
 from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
 
 from . import captions
-from .conversation import SESSION_HOST, Conversation, Speaker, agent_for, build_agent_session, wait_for_identity
+from .conversation import (
+    SESSION_HOST,
+    Conversation,
+    Speaker,
+    agent_for,
+    build_agent_session,
+    wait_for_identity,
+)
 
 logger = logging.getLogger("agentconnect.worker")
 
