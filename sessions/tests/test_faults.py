@@ -46,6 +46,7 @@ from django.utils import timezone
 from livekit import api
 
 from agentconnect.celery import app as celery_app
+from agentconnect.livekit_config import NodeConfig, render
 from sessions import livekit_gateway as lk
 from sessions import tasks
 from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSession
@@ -157,26 +158,19 @@ class PrivateLiveKit(Service):
         self.rtc_tcp, self.rtc_udp = free_port(), free_port()
         self.config = Path(tempfile.mkstemp(prefix="ac-fault-livekit-", suffix=".yaml")[1])
         self.config.write_text(
-            f"""port: {self.port}
-bind_addresses: [127.0.0.1]
-log_level: warn
-rtc:
-  tcp_port: {self.rtc_tcp}
-  udp_port: {self.rtc_udp}
-  use_external_ip: false
-  node_ip: 127.0.0.1
-  enable_loopback_candidate: true
-  ips:
-    includes: [127.0.0.1/32]
-keys:
-  {settings.LIVEKIT_API_KEY}: {settings.LIVEKIT_API_SECRET}
-webhook:
-  api_key: {settings.LIVEKIT_API_KEY}
-  urls: [http://127.0.0.1:{webhook_port}{WEBHOOK}]
-room:
-  empty_timeout: 10
-  departure_timeout: 5
-"""
+            render(
+                NodeConfig(
+                    port=self.port,
+                    rtc_tcp_port=self.rtc_tcp,
+                    rtc_udp_port=self.rtc_udp,
+                    key=settings.LIVEKIT_API_KEY,
+                    secret=settings.LIVEKIT_API_SECRET,
+                    webhook_urls=(f"http://127.0.0.1:{webhook_port}{WEBHOOK}",),
+                    log_level="warn",
+                    empty_timeout=10,
+                    departure_timeout=5,
+                )
+            )
         )
 
     @property
