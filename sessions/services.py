@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
-from django.db.models import Count, Field, Sum
+from django.db.models import Count, F, Field, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -43,11 +43,14 @@ MAX_FAILURE_REASON = 1000
 # --- the one door for status changes ----------------------------------------------------
 
 
-def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
+def session_transition(
+    *, session_pk: int, to: str, where: dict[str, Any] | None = None, **fields: Any
+) -> bool:
     """Move a session to `to` if its current status allows it; True when it moved.
 
     A conditional UPDATE, so concurrent webhook, worker and task updates
     cannot clobber each other: of two racing transitions exactly one wins.
+    `where` narrows the condition further (e.g. only while a given agent holds it).
     """
     now = timezone.now()
     if to == AgentStatus.FAILED:
@@ -57,9 +60,9 @@ def session_transition(*, session_pk: int, to: str, **fields: Any) -> bool:
     # Ending a session also gives its company's counted place back, in this same
     # statement: a database trigger (migration 0004) decrements CompanyLiveSessions.
     moved = (
-        ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to)).update(
-            agent_status=to, status_changed_at=now, updated_at=now, **fields
-        )
+        ConversationSession.objects.filter(pk=session_pk, agent_status__in=sources_for(to))
+        .filter(**(where or {}))
+        .update(agent_status=to, status_changed_at=now, updated_at=now, **fields)
         == 1
     )
     if moved:
@@ -394,8 +397,13 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
     if session.agent_status == AgentStatus.PENDING:
         session_transition(session_pk=session_pk, to=AgentStatus.DISPATCHING)
         session.refresh_from_db()
-    if session.agent_status not in (AgentStatus.DISPATCHING, AgentStatus.STARTING):
+    if session.agent_status not in (AgentStatus.DISPATCHING, AgentStatus.STARTING, AgentStatus.RECOVERING):
         return
+    recovering = session.agent_status == AgentStatus.RECOVERING
+    if recovering and session.agent_identity:
+        # The server may still list the lost agent (until its connection times out);
+        # removing it frees its place in the room and makes sure it cannot come back.
+        lk.participant_remove(session.agent_room_name, session.agent_identity)
 
     max_participants = (
         settings.LIVEKIT_CONFERENCE_MAX_PARTICIPANTS if session.mode == AgentMode.CONFERENCE else 2
@@ -409,9 +417,12 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
             empty_timeout=settings.LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS,
             departure_timeout=settings.LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS,
         ),
-        replace=replace,
+        # a recovering session needs a new job: its old dispatch's job died with its agent
+        replace=replace or recovering,
     )
     ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
+    if recovering:
+        return  # recovering until the new agent joins (session_agent_joined)
     if session.agent_status == AgentStatus.STARTING:
         # A repeat for a session already starting: restart its clock for reconcile.
         ConversationSession.objects.filter(pk=session_pk, agent_status=AgentStatus.STARTING).update(
@@ -442,46 +453,125 @@ def session_agent_joined(*, room_name: str, identity: str, worker_id: str = "") 
     """The agent is in the room: reported both by the webhook and by the worker itself.
 
     Whichever comes first moves the session to active; the worker's report
-    also records its worker id, even when the webhook was first.
+    also records its worker id, even when the webhook was first. A replacement
+    agent (recovering) takes the session over: from then on the session is its,
+    and reports of the agent it replaced no longer apply.
     """
     session = ConversationSession.objects.filter(agent_room_name=room_name).first()
     if session is None:
         return False
-    fields: dict[str, Any] = {"agent_identity": identity}
+    now = timezone.now()
+    fields: dict[str, Any] = {"agent_identity": identity, "agent_heartbeat_at": now}
     if worker_id:
         fields["agent_worker_id"] = worker_id
+    if session.agent_status == AgentStatus.RECOVERING:
+        # the conversation started long ago: agent_started_at keeps that time
+        return session_transition(
+            session_pk=session.pk,
+            to=AgentStatus.ACTIVE,
+            where={"agent_status": AgentStatus.RECOVERING},
+            **{"agent_worker_id": worker_id or identity, **fields},
+        )
     moved = session_transition(
         session_pk=session.pk,
         to=AgentStatus.ACTIVE,
-        agent_started_at=timezone.now(),
+        agent_started_at=now,
         **{"agent_worker_id": worker_id or identity, **fields},
     )
     if not moved and worker_id:
-        ConversationSession.objects.filter(pk=session.pk, agent_status=AgentStatus.ACTIVE).update(**fields)
+        ConversationSession.objects.filter(
+            pk=session.pk, agent_status=AgentStatus.ACTIVE, agent_identity=identity
+        ).update(**fields)
     return moved
 
 
-def session_agent_finished(*, session_pk: int, error: str = "") -> bool:
-    """The worker's own report at the end of its conversation: stopped, or failed with a reason."""
+# The agent's own end-of-conversation report applies only while it holds the
+# session: not once it was declared lost (recovering), nor after a newer agent took over.
+_FINISH_FROM = [
+    AgentStatus.PENDING,
+    AgentStatus.DISPATCHING,
+    AgentStatus.STARTING,
+    AgentStatus.ACTIVE,
+    AgentStatus.STOPPING,
+]
+
+
+def session_agent_finished(*, session_pk: int, error: str = "", identity: str = "") -> bool:
+    """The worker's own report at the end of its conversation: stopped, or failed with a reason.
+
+    False when it did not apply: the session ended already, was declared lost,
+    or belongs to a newer agent (then the reporting agent leaves the room to it).
+    """
+    where: dict[str, Any] = {"agent_status__in": _FINISH_FROM}
+    if identity:
+        where["agent_identity__in"] = [identity, ""]
     if error:
-        return session_fail(session_pk=session_pk, reason=error)
-    return session_transition(session_pk=session_pk, to=AgentStatus.STOPPED)
-
-
-def session_agent_left(*, room_name: str, aborted: bool = False, reason: str = "") -> bool:
-    """The agent left the room: a normal end, or a failure when its connection was lost."""
-    session = ConversationSession.objects.filter(agent_room_name=room_name).first()
-    if session is None or session.is_terminal:
-        return False
-    if aborted:
-        return session_fail(
-            session_pk=session.pk,
-            reason=reason or "The agent's connection to the room was lost (worker crash or network failure).",
+        return session_transition(
+            session_pk=session_pk, to=AgentStatus.FAILED, where=where, failure_reason=error
         )
-    if session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
+    return session_transition(session_pk=session_pk, to=AgentStatus.STOPPED, where=where)
+
+
+def session_agent_left(*, room_name: str, identity: str = "", aborted: bool = False) -> bool:
+    """The agent left the room. Its own report of how the conversation ended comes
+    before it leaves; an agent that leaves a live conversation without one (no stop
+    was asked for) was lost, and is replaced."""
+    how = "its connection was lost" if aborted else "it left without ending the conversation"
+    return session_agent_lost(
+        room_name=room_name,
+        identity=identity,
+        reason=f"The agent left the room: {how} (worker crash or network failure).",
+    )
+
+
+def session_agent_lost(*, room_name: str, identity: str = "", reason: str) -> bool:
+    """The agent of a live conversation is gone, and no stop was asked for: recover
+    the session with a new agent in the same room, or fail it once the attempts are
+    used up. True when the session moved (to recovering or failed).
+
+    Reported by the worker's main process (a job process died, a drain timed out),
+    by the watchdog (the whole worker stopped its heartbeats) and by LiveKit's
+    webhook (the agent left). Only about the agent that holds the session: a
+    report about an agent already replaced changes nothing.
+    """
+    session = (
+        ConversationSession.objects.filter(agent_room_name=room_name)
+        .only("pk", "agent_status", "agent_identity", "recovery_count")
+        .first()
+    )
+    if session is None or session.agent_status not in (AgentStatus.STARTING, AgentStatus.ACTIVE):
+        return False
+    if identity and session.agent_identity not in ("", identity):
+        return False
+    return session_recover(session_pk=session.pk, identity=session.agent_identity, reason=reason)
+
+
+def session_recover(*, session_pk: int, identity: str, reason: str) -> bool:
+    """Move the session to recovering and dispatch a new agent to its room; past
+    AGENT_MAX_RECOVERIES, fail it. `identity` is the lost agent's: if another agent
+    took the session over meanwhile, nothing changes."""
+    limit: int = settings.AGENT_MAX_RECOVERIES
+    holder = {"agent_identity": identity}
+    if session_transition(
+        session_pk=session_pk,
+        to=AgentStatus.RECOVERING,
+        where={**holder, "recovery_count__lt": limit},
+        recovery_count=F("recovery_count") + 1,
+        agent_heartbeat_at=None,
+    ):
+        logger.warning("session %s: agent lost (%s); recovering", session_pk, reason)
+        transaction.on_commit(lambda: _enqueue("dispatch_agent", session_pk, replace=True))
         return True
-    return session_fail(
-        session_pk=session.pk, reason=reason or "The agent left the room before it had started."
+    return session_transition(
+        session_pk=session_pk,
+        to=AgentStatus.FAILED,
+        where={
+            **holder,
+            "agent_status__in": [AgentStatus.STARTING, AgentStatus.ACTIVE],
+            "recovery_count__gte": limit,
+        },
+        failure_reason=f"{reason} The agent was already replaced {limit} time(s) in this session "
+        f"(AGENT_MAX_RECOVERIES={limit}): giving up.",
     )
 
 
@@ -491,6 +581,11 @@ def session_room_finished(*, room_name: str) -> bool:
         return False
     if session.agent_status in (AgentStatus.ACTIVE, AgentStatus.STOPPING):
         return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED)
+    if session.agent_status == AgentStatus.RECOVERING:
+        # the visitor left too while a new agent was on its way: a crash, not a clean stop
+        return session_fail(
+            session_pk=session.pk, reason="The room closed while a lost agent was being replaced."
+        )
     if session.agent_status == AgentStatus.STARTING and session.agent_started_at is None:
         return session_fail(session_pk=session.pk, reason="The room closed before an agent joined it.")
     return session_transition(session_pk=session.pk, to=AgentStatus.STOPPED) or session_fail(
@@ -515,10 +610,12 @@ def session_handle_webhook(event: Any) -> str:
         joined = session_agent_joined(room_name=room_name, identity=participant.identity)
         return "active" if joined else "noop"
     if event.event in ("participant_left", "participant_connection_aborted"):
-        left = session_agent_left(
-            room_name=room_name, aborted=event.event == "participant_connection_aborted"
+        lost = session_agent_left(
+            room_name=room_name,
+            identity=participant.identity,
+            aborted=event.event == "participant_connection_aborted",
         )
-        return "left" if left else "noop"
+        return "recovering" if lost else "noop"
     return "ignored"
 
 
@@ -674,3 +771,57 @@ def sessions_reconcile() -> ReconcileReport:
             if session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
                 report.stopped += 1
     return report
+
+
+# --- the watchdog: lost workers, recoveries nobody took --------------------------------------
+
+
+@dataclass
+class WatchdogReport:
+    recovered: int = 0  # sessions whose worker stopped its heartbeats, given a new agent
+    failed: int = 0  # sessions out of recovery attempts, or that no worker took over in time
+
+
+def sessions_watchdog() -> WatchdogReport:
+    """Run by Celery beat every CELERY_WATCHDOG_INTERVAL_SECONDS: two indexed reads, no LiveKit call.
+
+    - active, whose heartbeat is older than AGENT_HEARTBEAT_TIMEOUT_SECONDS: the
+      worker serving it is gone (killed, machine lost, partitioned); recover it;
+    - recovering longer than AGENT_RECOVERY_TIMEOUT_SECONDS: no worker took the
+      new job; fail it with a reason.
+    """
+    report = WatchdogReport()
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.AGENT_HEARTBEAT_TIMEOUT_SECONDS)
+    lost = ConversationSession.objects.filter(
+        agent_status=AgentStatus.ACTIVE, agent_heartbeat_at__lt=stale
+    ).values_list("pk", "agent_identity", "agent_worker_id")
+    for pk, identity, worker_id in lost:
+        moved = session_recover(
+            session_pk=pk,
+            identity=identity,
+            reason=f"The agent's worker ({worker_id or 'unknown'}) stopped sending heartbeats (worker lost).",
+        )
+        if moved:
+            report.recovered += 1
+    timeout = settings.AGENT_RECOVERY_TIMEOUT_SECONDS
+    abandoned = ConversationSession.objects.filter(
+        agent_status=AgentStatus.RECOVERING, status_changed_at__lt=now - timedelta(seconds=timeout)
+    ).values_list("pk", "agent_room_name", "dispatch_id")
+    for pk, room_name, dispatch_id in abandoned:
+        if session_fail(
+            session_pk=pk,
+            reason=f"The agent was lost and no agent worker took the conversation over within {timeout} s "
+            "(is another worker running, with a free slot?).",
+        ):
+            report.failed += 1
+            transaction.on_commit(functools.partial(_close_quietly, room_name, dispatch_id))
+    return report
+
+
+def _close_quietly(room_name: str, dispatch_id: str) -> None:
+    try:
+        lk.room_close(room_name, dispatch_id)
+    except lk.LiveKitError as exc:
+        # reconcile closes rooms of ended sessions on its next round
+        logger.warning("could not close room %s: %s", room_name, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -210,6 +211,14 @@ class Conversation:
             logger.warning("no live session for room %s; not joining", self.room_name)
             return False
         self.session_pk, self.recovering = found.pk, found.recovering
+        # the process id lets an operator (and the crash tests) tell which process holds which room
+        logger.info(
+            "job for room %s in process %d%s",
+            self.room_name,
+            os.getpid(),
+            " (replacing a lost agent)" if self.recovering else "",
+            extra=self.ctx.log_context_fields,
+        )
         self.ctx.add_shutdown_callback(self._on_shutdown)
         if self.config_error:
             await self.fail(self.config_error)
@@ -341,7 +350,15 @@ class Conversation:
         if self.superseded:
             return False  # the session, its usage and its room are the newer agent's now
         await self._flush_usage()
-        return bool(await db(session_agent_finished, session_pk=self.session_pk, error=self._error))
+        return bool(
+            await db(
+                session_agent_finished,
+                session_pk=self.session_pk,
+                error=self._error,
+                # before it connected, the job held nothing another agent could take over
+                identity=self.ctx.room.local_participant.identity if self.ctx.room.isconnected() else "",
+            )
+        )
 
     async def _on_shutdown(self, reason: str) -> None:
         # Every way out of a job (visitor left, session error, drain timeout,

@@ -17,10 +17,14 @@ from pathlib import Path
 from django.conf import settings
 from livekit.agents import AgentServer, JobContext, JobProcess
 
+from .supervision import hand_over, wait_until_taken_over, watch_jobs
+
 logger = logging.getLogger("agentconnect.worker")
 
 EXIT_OK = 0
 EXIT_CONNECT_FAILED = 2
+# how long a drained worker lets replacement agents arrive before it closes its jobs
+HANDOVER_WAIT_SECONDS = 10.0
 
 # What the openai plugins and their HTTP stack import lazily, on first use: the
 # openai SDK (3.x) loads each resource module on first attribute access (so
@@ -123,10 +127,13 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
             await server.drain(timeout=int(drain_timeout))
             logger.info("drained: every conversation ended")
         except TimeoutError:
-            logger.warning("drain timeout passed; ending the remaining conversations")
+            logger.warning("drain timeout passed; moving the remaining conversations to other workers")
+            await hand_over(server)
+            await wait_until_taken_over(server, timeout=HANDOVER_WAIT_SECONDS)
         await server.aclose()
 
     closer = asyncio.create_task(drain_then_close())
+    watcher = asyncio.create_task(watch_jobs(server), name="watch-jobs")
     try:
         await server.run(devmode=devmode)
     except Exception as exc:
@@ -134,6 +141,7 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
         await server.aclose()
         return EXIT_CONNECT_FAILED
     finally:
+        watcher.cancel()
         if not closer.done():
             closer.cancel()
     return EXIT_OK

@@ -1,0 +1,274 @@
+"""Conversations outlive their agent: crash recovery with real processes and signals.
+
+API (this process's live server) → Celery worker and beat (processes; the
+watchdog runs every half second) → livekit-server → `run_voice_agent` worker
+processes → a simulated visitor. Job processes and whole workers are killed
+with SIGKILL, or drained with SIGTERM, mid-conversation. The LLM is the OpenAI
+stub, through the real plugin, so the chat context each request carried can
+be read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from sessions import livekit_gateway as lk
+from sessions.models import AgentStatus, ConversationSession, TranscriptTurn
+from stubs.server import StubServer
+from tests.factories import VoiceAgentFactory
+from tests.helpers import run_async, wait_for
+from tests.processes import Process, celery_beat, celery_worker, test_database_env
+from tests.visitor import Visitor
+from voiceagents.providers.offline_tts import synthesize_pcm
+from voiceagents.tests.conftest import start_agent_worker
+from voiceagents.tests.test_voice_e2e import start_session
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+GREETING = "Hello, how can I help?"
+RESUME = "Sorry, I lost you for a moment."
+AGENT_KIND = 4
+
+# every background process of these tests: a fast watchdog, short recovery timeouts
+FAST = {
+    "CELERY_WATCHDOG_INTERVAL_SECONDS": "0.5",
+    "CELERY_RECONCILE_INTERVAL_SECONDS": "3600",
+    "AGENT_HEARTBEAT_INTERVAL_SECONDS": "0.25",
+    "AGENT_HEARTBEAT_TIMEOUT_SECONDS": "1.5",
+    "AGENT_RECOVERY_TIMEOUT_SECONDS": "30",
+}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    server = StubServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fast_settings(settings: Any, stub: StubServer) -> None:
+    stub.state.apply_control({"reset": True})
+    settings.AGENT_HEARTBEAT_TIMEOUT_SECONDS = 1.5
+
+
+def worker_env(stub: StubServer, **extra: str) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": stub.openai_base_url, **FAST, **extra}
+
+
+@contextmanager
+def backend(**extra: str) -> Iterator[None]:
+    """A Celery worker and Celery beat on the test database and broker."""
+    env = test_database_env()
+    env.update(FAST, **extra)
+    with celery_worker(env), celery_beat(env):
+        yield
+
+
+def agent_profile(**fields: Any) -> Any:
+    return VoiceAgentFactory(
+        greeting_message=GREETING,
+        resume_message=RESUME,
+        llm_provider="openai",
+        stt_provider="local",
+        tts_provider="local",
+        **fields,
+    )
+
+
+def session_of(session_id: str) -> ConversationSession:
+    return ConversationSession.objects.get(session_id=session_id)
+
+
+def job_pid(worker: Process, room: str, *, nth: int = -1) -> int:
+    pids = [
+        int(m.group(1))
+        for line in list(worker.lines)
+        if (m := re.search(rf"job for room {re.escape(room)} in process (\d+)", line))
+    ]
+    assert pids, f"no job for {room} in the worker's output:\n{worker.tail()}"
+    return pids[nth]
+
+
+class StatusWatch:
+    """Records every status a session passes through (polled: another process writes it)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.seen: list[str] = []
+        self._stop = False
+
+    async def run(self) -> None:
+        def read() -> str:
+            try:
+                return str(
+                    ConversationSession.objects.filter(session_id=self.session_id)
+                    .values_list("agent_status", flat=True)
+                    .get()
+                )
+            finally:
+                connection.close()
+
+        while not self._stop:
+            status = await asyncio.to_thread(read)
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+            await asyncio.sleep(0.05)  # a status written by another process has no event to await
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+async def say(visitor: Visitor, sentence: str) -> float:
+    """Speak; the time the agent's reply began."""
+    pcm, rate = synthesize_pcm(sentence)
+    ended = await visitor.speak(pcm, rate)
+    heard = await visitor.wait_for_agent_speech(after=ended, timeout=60)
+    await visitor.wait_until_agent_quiet()
+    return heard
+
+
+async def greeted(body: dict[str, Any]) -> Visitor:
+    visitor = Visitor("maya")
+    await visitor.join(body["livekit_url"], body["user_token"])
+    await asyncio.wait_for(visitor.joined_agent.wait(), 60)
+    await visitor.wait_for_agent_speech(after=0, timeout=60)
+    await visitor.wait_until_agent_quiet()
+    return visitor
+
+
+def agents_in(room: str) -> list[str]:
+    return [p.identity for p in lk.room_participants(room) if p.kind == AGENT_KIND]
+
+
+def chat_messages(stub: StubServer) -> list[dict[str, Any]]:
+    last = stub.state.last("chat")
+    assert last is not None and last.body is not None
+    return list(last.body["messages"])
+
+
+def show(*procs: Process) -> None:
+    for proc in procs:
+        print(f"--- {proc.name} output ---\n{proc.tail(150)}")
+
+
+def test_job_process_killed_a_new_agent_resumes_with_the_whole_conversation(
+    live_server: Any, stub: StubServer
+) -> None:
+    agent = agent_profile()
+    worker = start_agent_worker(**worker_env(stub))
+    try:
+        with backend():
+            body = start_session(agent, "crash-job")
+            room = body["room_name"]
+
+            async def scenario() -> dict[str, Any]:
+                watch = StatusWatch("crash-job")
+                watching = asyncio.create_task(watch.run())
+                visitor = await greeted(body)
+                first_agent = visitor.agent_identity
+                assert first_agent
+                await say(visitor, "hello world")
+                turns_before = await asyncio.to_thread(
+                    lambda: list(
+                        TranscriptTurn.objects.filter(session__session_id="crash-job")
+                        .order_by("sequence")
+                        .values_list("role", "text")
+                    )
+                )
+                os.kill(job_pid(worker, room), signal.SIGKILL)  # as the OOM killer would
+                killed = time.monotonic()
+                seen = await visitor.wait_for_new_agent(other_than=first_agent, timeout=30)
+                resumed = await visitor.wait_for_agent_speech(after=seen, timeout=30)
+                await visitor.wait_until_agent_quiet()
+                reply = await say(visitor, "what is your name")
+                watch.stop()
+                await watching
+                await visitor.leave()
+                return {
+                    "turns_before": turns_before,
+                    "seen": seen - killed,
+                    "resumed": resumed - killed,
+                    "reply": reply,
+                    "statuses": watch.seen,
+                    "agents": [identity for identity, _ in visitor.agents_seen],
+                }
+
+            result = run_async(scenario(), timeout=300)
+            print(f"kill -> new agent {result['seen']:.2f} s, -> its first audio {result['resumed']:.2f} s")
+            wait_for(
+                lambda: session_of("crash-job").agent_status == AgentStatus.STOPPED,
+                timeout=30,
+                what="stopped after the visitor left",
+            )
+    finally:
+        worker.stop()
+        show(worker)
+
+    session = session_of("crash-job")
+    assert session.recovery_count == 1
+    # active → recovering → active, never stopped or failed on the way
+    statuses = result["statuses"]
+    assert statuses[statuses.index(AgentStatus.ACTIVE) :][:3] == [
+        AgentStatus.ACTIVE,
+        AgentStatus.RECOVERING,
+        AgentStatus.ACTIVE,
+    ], statuses
+    assert len(set(result["agents"])) == 2, result["agents"]  # the lost one and one replacement, no third
+
+    turns = list(TranscriptTurn.objects.filter(session=session).order_by("sequence"))
+    texts = [t.text for t in turns]
+    assert texts.count(GREETING) == 1, texts  # the replacement did not greet again
+    assert RESUME in texts and texts.index(RESUME) >= len(result["turns_before"]), texts
+    # the replacement's LLM request carried every turn stored before the crash, then the resume line
+    messages = [(m["role"], m["content"]) for m in chat_messages(stub) if m["role"] in ("user", "assistant")]
+    contents = [str(c) for _, c in messages]
+    for role, text in result["turns_before"]:
+        assert any(text in c for c in contents), (role, text, messages)
+    assert any(RESUME in c for c in contents), messages
+
+
+def test_attempt_limit_then_failed_with_a_reason(live_server: Any, stub: StubServer) -> None:
+    agent = agent_profile()
+    worker = start_agent_worker(**worker_env(stub, AGENT_MAX_RECOVERIES="1"))
+    try:
+        with backend(AGENT_MAX_RECOVERIES="1"):
+            body = start_session(agent, "crash-loop")
+            room = body["room_name"]
+
+            async def scenario() -> None:
+                visitor = await greeted(body)
+                for attempt in range(2):
+                    current = visitor.agent_identity
+                    assert current
+                    os.kill(job_pid(worker, room), signal.SIGKILL)
+                    if attempt == 0:
+                        await visitor.wait_for_new_agent(other_than=current, timeout=30)
+                        await visitor.wait_for_agent_speech(after=time.monotonic() - 1, timeout=30)
+                        await visitor.wait_until_agent_quiet()
+                await asyncio.to_thread(
+                    wait_for,
+                    lambda: session_of("crash-loop").agent_status == AgentStatus.FAILED,
+                    timeout=30,
+                    what="failed after the last recovery",
+                )
+                await visitor.leave()
+
+            run_async(scenario(), timeout=240)
+    finally:
+        worker.stop()
+        show(worker)
+    session = session_of("crash-loop")
+    assert session.recovery_count == 1
+    assert "AGENT_MAX_RECOVERIES" in session.failure_reason, session.failure_reason
