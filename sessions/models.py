@@ -89,7 +89,7 @@ class CompanyLiveSessions(models.Model):
     """How many live sessions a company has: the admission counter.
 
     Kept in step with the sessions table: admission increments it in the start
-    transaction (sessions.services._admit), and a database trigger decrements
+    transaction (sessions.services.admission), and a database trigger decrements
     it in the statement that ends a session (to stopped or failed) or deletes
     a live one (migration 0004); reconcile repairs any drift. A row of its
     own, not a column of Company: saving a company (the admin) never

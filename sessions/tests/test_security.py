@@ -46,6 +46,7 @@ from sessions.services import (
 )
 from sessions.throttling import IPThrottle, client_ip, parse_rate
 from tests.factories import CompanyFactory, VoiceAgentFactory
+from tests.queueing import tasks_not_queued, tasks_run_here
 from voiceagents.catalog import GREETING_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from voiceagents.models import Company, VoiceAgent
 
@@ -78,7 +79,7 @@ def widget_client(company: Company, ip: str = "127.0.0.1") -> APIClient:
 @pytest.fixture
 def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starts here test the API's own decisions; no dispatch task is queued."""
-    monkeypatch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+    tasks_not_queued(monkeypatch)
 
 
 @pytest.fixture
@@ -712,14 +713,11 @@ def test_secrets_never_reach_logs_error_bodies_or_admin_lists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A whole session lifecycle and its error paths, with every log record captured at DEBUG."""
-    from sessions import tasks
 
     settings.OPENAI_API_KEY = "sk-test-OPENAI-secret-0123456789abcdef"
     settings.GROQ_API_KEY = "gsk_test-GROQ-secret-0123456789abcdef"
     settings.DEEPGRAM_API_KEY = "dg-test-DEEPGRAM-secret-0123456789abcdef"
-    monkeypatch.setattr(
-        "sessions.services._enqueue", lambda name, pk, **kw: getattr(tasks, name).apply(args=[pk], kwargs=kw)
-    )
+    tasks_run_here(monkeypatch)
     caplog.set_level(logging.DEBUG)
     bodies: list[str] = []
 

@@ -9,8 +9,7 @@ import pytest
 from django.db import connection
 
 from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_transition
-from sessions.state import ALLOWED
+from sessions.services import ALLOWED, session_transition
 from tests.factories import VoiceAgentFactory
 
 ALL = [s.value for s in AgentStatus]
