@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -542,29 +541,6 @@ def test_visitor_tokens_grant_their_room_the_microphone_and_nothing_else(
         ttl = payload["exp"] - payload["nbf"]
         # Short: long enough to connect (LiveKit refreshes a connected participant's token).
         assert ttl == django_settings.LIVEKIT_USER_TOKEN_TTL_SECONDS <= 3600
-
-
-def test_visitor_tokens_carry_exactly_the_claims_livekit_api_would_write() -> None:
-
-    from sessions.livekit_gateway import _visitor_grants
-
-    for name in ("Ann", ""):
-        ours = lk.user_token(room_name="ac-7-room", identity="visitor-abc", name=name, ttl_seconds=300)
-        builder = (
-            api.AccessToken(django_settings.LIVEKIT_API_KEY, django_settings.LIVEKIT_API_SECRET)
-            .with_identity("visitor-abc")
-            .with_grants(_visitor_grants("ac-7-room"))
-            .with_ttl(timedelta(seconds=300))
-        )
-        theirs = (builder.with_name(name) if name else builder).to_jwt()
-        ours_payload, theirs_payload = (
-            json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "==")) for t in (ours, theirs)
-        )
-        assert abs(ours_payload.pop("nbf") - theirs_payload.pop("nbf")) <= 1
-        assert abs(ours_payload.pop("exp") - theirs_payload.pop("exp")) <= 1
-        assert ours_payload == theirs_payload
-        assert ours.split(".")[0] == theirs.split(".")[0]  # the same header: HS256, JWT
-        _assert_visitor_grants(ours, "ac-7-room")
 
 
 def test_the_server_refuses_a_visitor_token_for_room_administration(
