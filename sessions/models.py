@@ -20,8 +20,11 @@ class AgentStatus(models.TextChoices):
     FAILED = "failed"
 
 
+# The one definition of the status sets; migration 0004's SQL holds a copy, checked by a test.
 TERMINAL_STATUSES = frozenset({AgentStatus.STOPPED, AgentStatus.FAILED})
 LIVE_STATUSES = frozenset(set(AgentStatus) - TERMINAL_STATUSES)
+# Live and not being stopped: a session an agent may still join.
+WANTS_AGENT_STATUSES = LIVE_STATUSES - {AgentStatus.STOPPING}
 
 
 class ConversationSession(models.Model):
