@@ -55,6 +55,7 @@ from sessions.tasks import dispatch_agent
 from tests.factories import VoiceAgentFactory
 from tests.helpers import run_async, wait_for
 from tests.processes import ROOT, Process, test_database_env
+from tests.queueing import tasks_not_queued, tasks_run_here
 from voiceagents.models import VoiceAgent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -498,7 +499,7 @@ def test_reconcile_closes_rooms_of_ended_sessions(livekit_stack: dict[str, Any])
     agent = VoiceAgentFactory()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(settings, "LIVEKIT_URL", livekit.url)
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         ended = session_start(company=agent.company, agent_id=agent.pk, session_id="ended").session
         session_dispatch(session_pk=ended.pk)
         live = session_start(company=agent.company, agent_id=agent.pk, session_id="live").session
@@ -567,7 +568,7 @@ def test_dispatch_task_delivered_twice_at_once_makes_one_room_and_one_dispatch(
     worker: Process = livekit_stack["worker"]
     agent = VoiceAgentFactory()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         sessions = [
             session_start(company=agent.company, agent_id=agent.pk, session_id=f"twice-{n}").session
             for n in range(3)
@@ -694,7 +695,7 @@ def event(
 
 def starting_session(agent: VoiceAgent, session_id: str) -> ConversationSession:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         session = session_start(company=agent.company, agent_id=agent.pk, session_id=session_id).session
     assert session_transition(session_pk=session.pk, to=AgentStatus.DISPATCHING)
     assert session_transition(session_pk=session.pk, to=AgentStatus.STARTING)
@@ -710,16 +711,23 @@ def test_webhooks_twice_late_or_out_of_order_leave_the_right_status(client: Clie
     first_start = ConversationSession.objects.get(pk=a.pk).agent_started_at
     assert signed_post(client, event("participant_joined", a.agent_room_name))["outcome"] == "noop"
     assert ConversationSession.objects.get(pk=a.pk).agent_started_at == first_start
-    assert signed_post(client, event("participant_left", a.agent_room_name))["outcome"] == "left"
+    # The agent left without its worker's report of the end: lost, recovered once.
+    assert signed_post(client, event("participant_left", a.agent_room_name))["outcome"] == "recovering"
     assert signed_post(client, event("participant_left", a.agent_room_name))["outcome"] == "noop"
-    assert status_of("twice") == AgentStatus.STOPPED
+    assert status_of("twice") == AgentStatus.RECOVERING
+    assert ConversationSession.objects.get(pk=a.pk).recovery_count == 1
 
-    # Out of order: the leave overtakes the join. The agent has gone; a join that
-    # arrives afterwards must not bring the session back to life.
+    # Out of order: the leave overtakes the join. The agent has gone; its join that
+    # arrives afterwards must not pass for its replacement.
     b = starting_session(agent, "overtaken")
     signed_post(client, event("participant_left", b.agent_room_name, at=2))
-    signed_post(client, event("participant_joined", b.agent_room_name, at=1))
-    assert status_of("overtaken") == AgentStatus.STOPPED
+    assert signed_post(client, event("participant_joined", b.agent_room_name, at=1))["outcome"] == "noop"
+    assert status_of("overtaken") == AgentStatus.RECOVERING
+    # a new agent does
+    assert (
+        signed_post(client, event("participant_joined", b.agent_room_name, identity="agent-2"))["outcome"]
+        == "active"
+    )
 
     # Late: room_finished already ended the session; stragglers change nothing.
     c = starting_session(agent, "late")
@@ -742,14 +750,20 @@ def test_webhooks_twice_late_or_out_of_order_leave_the_right_status(client: Clie
     signed_post(client, event("participant_joined", d.agent_room_name))
     assert status_of("stopping") == AgentStatus.STOPPING
 
-    # An aborted agent connection fails the session, whatever comes after it.
+    # An aborted agent connection: recovering; the room closing meanwhile fails the
+    # session (a crash is never recorded as stopped), whatever comes after it.
     e = starting_session(agent, "aborted")
     signed_post(client, event("participant_joined", e.agent_room_name))
     signed_post(client, event("participant_connection_aborted", e.agent_room_name))
+    assert status_of("aborted") == AgentStatus.RECOVERING
     signed_post(client, event("participant_left", e.agent_room_name))
     signed_post(client, event("room_finished", e.agent_room_name))
     session = ConversationSession.objects.get(pk=e.pk)
-    assert session.agent_status == AgentStatus.FAILED and "connection" in session.failure_reason
+    assert session.agent_status == AgentStatus.FAILED and "being replaced" in session.failure_reason
+
+    # A webhook for a room that no longer exists (or never was ours): nothing to do, no error.
+    for kind in ("participant_left", "participant_connection_aborted", "participant_joined", "room_finished"):
+        assert signed_post(client, event(kind, "ac-gone-room"))["outcome"] == "noop"
 
     # The visitor's own comings and goings never move the agent's status.
     f = starting_session(agent, "visitor-only")
@@ -783,10 +797,7 @@ def test_agent_worker_sigkilled_mid_conversation_ends_the_session_within_30s(
     from voiceagents.tests.conftest import start_agent_worker
 
     # The dispatch runs in this process (the real task code, no broker): the subject here is the worker.
-    monkeypatch.setattr(
-        "sessions.services._enqueue",
-        lambda name, pk, **kw: getattr(tasks, name).apply(args=[pk], kwargs=kw),
-    )
+    tasks_run_here(monkeypatch)
     agent = VoiceAgentFactory(llm_provider="echo", stt_provider="local", tts_provider="local")
     widget = Client()
 
