@@ -91,6 +91,14 @@ def session_of(session_id: str) -> ConversationSession:
     return ConversationSession.objects.get(session_id=session_id)
 
 
+def wait_status(session_id: str, status: str, timeout: float) -> None:
+    """wait_for a status, from a thread of its own (asyncio.to_thread): its connection closed after."""
+    try:
+        wait_for(lambda: session_of(session_id).agent_status == status, timeout=timeout, what=status)
+    finally:
+        connection.close()
+
+
 def job_pid(worker: Process, room: str, *, nth: int = -1) -> int:
     pids = [
         int(m.group(1))
@@ -257,12 +265,7 @@ def test_attempt_limit_then_failed_with_a_reason(live_server: Any, stub: StubSer
                         await visitor.wait_for_new_agent(other_than=current, timeout=30)
                         await visitor.wait_for_agent_speech(after=time.monotonic() - 1, timeout=30)
                         await visitor.wait_until_agent_quiet()
-                await asyncio.to_thread(
-                    wait_for,
-                    lambda: session_of("crash-loop").agent_status == AgentStatus.FAILED,
-                    timeout=30,
-                    what="failed after the last recovery",
-                )
+                await asyncio.to_thread(wait_status, "crash-loop", AgentStatus.FAILED, 30)
                 await visitor.leave()
 
             run_async(scenario(), timeout=240)
