@@ -88,7 +88,9 @@ def session_agent_finished(*, session_pk: int, error: str = "", identity: str = 
     return session_transition(session_pk=session_pk, to=AgentStatus.STOPPED, where=where)
 
 
-def session_agent_left(*, room_name: str, identity: str = "", aborted: bool = False) -> bool:
+def session_agent_left(
+    *, room_name: str, identity: str = "", aborted: bool = False, reason: str = ""
+) -> bool:
     """The agent left the room. Its own report of how the conversation ended comes
     before it leaves; an agent that leaves a live conversation without one (no stop
     was asked for) was lost, and is replaced."""
@@ -96,7 +98,7 @@ def session_agent_left(*, room_name: str, identity: str = "", aborted: bool = Fa
     return session_agent_lost(
         room_name=room_name,
         identity=identity,
-        reason=f"The agent left the room: {how} (worker crash or network failure).",
+        reason=reason or f"The agent left the room: {how} (worker crash or network failure).",
     )
 
 

@@ -55,3 +55,8 @@ def session_for_room(room_name: str) -> JobSession | None:
     if row is None:
         return None
     return JobSession(pk=row[0], recovering=row[1] == AgentStatus.RECOVERING)
+
+
+def session_pk_for_room(room_name: str) -> int | None:
+    found = session_for_room(room_name)
+    return found.pk if found else None
