@@ -27,11 +27,12 @@ from sessions.models import AgentStatus, ConversationSession, TranscriptTurn
 from stubs.server import StubServer
 from tests.factories import VoiceAgentFactory
 from tests.helpers import run_async, wait_for
+from tests.livekit_cluster import livekit_cluster
 from tests.processes import Process, celery_beat, celery_worker, test_database_env
 from tests.visitor import Visitor
 from voiceagents.providers.offline_tts import synthesize_pcm
 from voiceagents.tests.conftest import start_agent_worker
-from voiceagents.tests.test_voice_e2e import start_session
+from voiceagents.tests.test_voice_e2e import start_session, stop_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -68,12 +69,15 @@ def worker_env(stub: StubServer, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def backend(**extra: str) -> Iterator[None]:
-    """A Celery worker and Celery beat on the test database and broker."""
+def backend(**extra: str) -> Iterator[Process]:
+    """A Celery worker and Celery beat on the test database and broker; yields beat."""
     env = test_database_env()
     env.update(FAST, **extra)
-    with celery_worker(env), celery_beat(env):
-        yield
+    with celery_worker(env) as worker, celery_beat(env) as beat:
+        try:
+            yield beat
+        finally:
+            show(worker, beat)
 
 
 def agent_profile(**fields: Any) -> Any:
@@ -197,7 +201,7 @@ def test_job_process_killed_a_new_agent_resumes_with_the_whole_conversation(
                 )
                 os.kill(job_pid(worker, room), signal.SIGKILL)  # as the OOM killer would
                 killed = time.monotonic()
-                seen = await visitor.wait_for_new_agent(other_than=first_agent, timeout=30)
+                seen = await visitor.wait_for_new_agent(other_than=first_agent, timeout=60)
                 resumed = await visitor.wait_for_agent_speech(after=seen, timeout=30)
                 await visitor.wait_until_agent_quiet()
                 reply = await say(visitor, "what is your name")
@@ -262,7 +266,7 @@ def test_attempt_limit_then_failed_with_a_reason(live_server: Any, stub: StubSer
                     assert current
                     os.kill(job_pid(worker, room), signal.SIGKILL)
                     if attempt == 0:
-                        await visitor.wait_for_new_agent(other_than=current, timeout=30)
+                        await visitor.wait_for_new_agent(other_than=current, timeout=60)
                         await visitor.wait_for_agent_speech(after=time.monotonic() - 1, timeout=30)
                         await visitor.wait_until_agent_quiet()
                 await asyncio.to_thread(wait_status, "crash-loop", AgentStatus.FAILED, 30)
@@ -275,3 +279,190 @@ def test_attempt_limit_then_failed_with_a_reason(live_server: Any, stub: StubSer
     session = session_of("crash-loop")
     assert session.recovery_count == 1
     assert "AGENT_MAX_RECOVERIES" in session.failure_reason, session.failure_reason
+
+
+# --- two livekit-server nodes, two workers ---------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(live_server: Any, settings: Any) -> Iterator[dict[str, Any]]:
+    """Two LiveKit nodes on the test Redis. The API, its Celery worker and the visitor use
+    node 2; the agent workers register with node 1 (upstream's TestAgentMultiNode)."""
+    port = int(live_server.url.rsplit(":", 1)[1])
+    with livekit_cluster(webhook_port=port) as (node1, node2):
+        settings.LIVEKIT_URL = settings.LIVEKIT_PUBLIC_URL = node2.url
+        yield {"node1": node1, "node2": node2, "api_env": {"LIVEKIT_URL": node2.url}}
+
+
+def start_workers(stub: StubServer, n: int, livekit_url: str, **extra: str) -> list[Process]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = worker_env(stub, LIVEKIT_URL=livekit_url, **extra)
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: start_agent_worker(**env), range(n)))
+
+
+def holder_of(workers: list[Process], session_id: str) -> Process:
+    worker_id = wait_for(
+        lambda: (w := session_of(session_id).agent_worker_id).startswith("AW_") and w,
+        timeout=15,
+        what="the worker's id",
+    )
+    return next(
+        w for w in workers if any("registered worker" in line and worker_id in line for line in w.lines)
+    )
+
+
+def test_whole_worker_killed_the_survivor_on_the_other_node_takes_over(
+    cluster: dict[str, Any], stub: StubServer
+) -> None:
+    agent = agent_profile()
+    workers = start_workers(stub, 2, cluster["node1"].url)
+    try:
+        with backend(**cluster["api_env"]):
+            body = start_session(agent, "crash-worker")
+            assert body["livekit_url"] == cluster["node2"].url
+
+            async def scenario() -> dict[str, Any]:
+                visitor = await greeted(body)
+                first = visitor.agent_identity
+                assert first
+                await say(visitor, "hello world")
+                victim = await asyncio.to_thread(holder_of, workers, "crash-worker")
+                victim.signal(signal.SIGKILL)  # the worker and all its job processes: a machine lost
+                killed = time.monotonic()
+                seen = await visitor.wait_for_new_agent(other_than=first, timeout=60)
+                await visitor.wait_for_agent_speech(after=seen, timeout=30)
+                await visitor.wait_until_agent_quiet()
+                await say(visitor, "what is your name")  # the conversation goes on
+                agents = await asyncio.to_thread(agents_in, body["room_name"])
+                await visitor.leave()
+                return {"victim": victim, "seen": seen - killed, "agents": agents}
+
+            result = run_async(scenario(), timeout=300)
+            print(f"worker kill -> new agent {result['seen']:.2f} s")
+            survivor = next(w for w in workers if w is not result["victim"])
+            session = session_of("crash-worker")
+            assert session.recovery_count == 1
+            assert any(
+                "registered worker" in line and session.agent_worker_id in line for line in survivor.lines
+            )
+            assert result["agents"] == [session.agent_identity]  # one agent in the room, the survivor's
+            assert RESUME in [t.text for t in session.turns.all()]
+    finally:
+        for worker in workers:
+            worker.stop()
+        show(*workers)
+
+
+def test_an_old_agent_back_after_a_partition_leaves_the_session_to_the_newer(
+    cluster: dict[str, Any], stub: StubServer
+) -> None:
+    agent = agent_profile()
+    workers = start_workers(stub, 2, cluster["node1"].url)
+    try:
+        with backend(**cluster["api_env"]):
+            body = start_session(agent, "partition")
+            room = body["room_name"]
+
+            async def scenario() -> tuple[str, str]:
+                visitor = await greeted(body)
+                first = visitor.agent_identity
+                assert first
+                frozen = await asyncio.to_thread(holder_of, workers, "partition")
+                frozen.signal(signal.SIGSTOP)  # no heartbeats, no media: cut off, but alive
+                try:
+                    seen = await visitor.wait_for_new_agent(other_than=first, timeout=60)
+                    await visitor.wait_for_agent_speech(after=seen, timeout=30)
+                    await visitor.wait_until_agent_quiet()
+                finally:
+                    frozen.signal(signal.SIGCONT)  # back: its agent must see it was replaced
+                await asyncio.to_thread(frozen.wait_for_output, "job shutting down", 60)
+                await say(visitor, "hello world")
+                agents = await asyncio.to_thread(agents_in, room)
+                await visitor.leave()
+                return first, ",".join(agents)
+
+            first, agents = run_async(scenario(), timeout=300)
+            session = session_of("partition")
+            assert session.agent_identity != first and agents == session.agent_identity
+            assert session.recovery_count == 1
+            wait_for(
+                lambda: session_of("partition").is_terminal, timeout=30, what="ended after the visitor left"
+            )
+            assert session_of("partition").agent_status == AgentStatus.STOPPED
+    finally:
+        for worker in workers:
+            worker.stop()
+        show(*workers)
+
+
+def test_rolling_deploy_a_drained_worker_hands_its_conversation_over(
+    cluster: dict[str, Any], stub: StubServer
+) -> None:
+    agent = agent_profile()
+    workers = start_workers(stub, 2, cluster["node1"].url, AGENT_DRAIN_TIMEOUT_SECONDS="3")
+    try:
+        with backend(**cluster["api_env"]):
+            body = start_session(agent, "deploy")
+
+            async def scenario() -> Process:
+                visitor = await greeted(body)
+                first = visitor.agent_identity
+                assert first
+                await say(visitor, "hello world")
+                old = await asyncio.to_thread(holder_of, workers, "deploy")
+                old.signal(signal.SIGTERM, group=False)  # as systemd's KillMode=mixed sends it
+                seen = await visitor.wait_for_new_agent(other_than=first, timeout=60)
+                await visitor.wait_for_agent_speech(after=seen, timeout=30)
+                await visitor.wait_until_agent_quiet()
+                await say(visitor, "what is your name")
+                await visitor.leave()
+                return old
+
+            old = run_async(scenario(), timeout=300)
+            assert old.proc.wait(timeout=60) == 0, old.tail()
+            wait_for(
+                lambda: session_of("deploy").is_terminal, timeout=30, what="ended after the visitor left"
+            )
+            session = session_of("deploy")
+            assert session.agent_status == AgentStatus.STOPPED and session.recovery_count == 1
+            texts = [t.text for t in session.turns.all()]
+            assert texts.count(GREETING) == 1 and RESUME in texts, texts
+    finally:
+        for worker in workers:
+            worker.stop()
+        show(*workers)
+
+
+def test_a_stopped_session_is_never_recovered(live_server: Any, stub: StubServer) -> None:
+    agent = agent_profile()
+    worker = start_agent_worker(**worker_env(stub))
+    try:
+        with backend() as beat:
+            body = start_session(agent, "stopped")
+            room = body["room_name"]
+
+            async def scenario() -> None:
+                visitor = await greeted(body)
+                await asyncio.to_thread(stop_session, agent, "stopped")
+                await asyncio.to_thread(wait_status, "stopped", AgentStatus.STOPPED, 30)
+                await visitor.leave()
+
+            run_async(scenario(), timeout=120)
+            # several watchdog rounds after the stop: still stopped, no second job
+            ticks = sum("recover sessions whose agent worker is gone" in line for line in beat.lines)
+            wait_for(
+                lambda: (
+                    sum("recover sessions whose agent worker is gone" in line for line in beat.lines)
+                    >= ticks + 4
+                ),
+                timeout=30,
+                what="four more watchdog rounds",
+            )
+            session = session_of("stopped")
+            assert session.agent_status == AgentStatus.STOPPED and session.recovery_count == 0
+            assert len([ln for ln in worker.lines if f"job for room {room} in process" in ln]) == 1
+    finally:
+        worker.stop()
+        show(worker)

@@ -193,6 +193,8 @@ class Conversation:
         self.recovering = False
         # A newer agent took over this session: leave without ending it.
         self.superseded = False
+        self._reported = asyncio.Event()
+        self._checks: set[asyncio.Task[None]] = set()
         self.session: AgentSession | None = None
         self.recorder: TranscriptRecorder | None = None
         self._error: str = ""
@@ -264,16 +266,34 @@ class Conversation:
         await self.ctx.room.local_participant.set_attributes({ATTRIBUTE_AGENT_STATE: "initializing"})
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        # The newest dispatch wins: an agent already in the room when this one
-        # joined is older (lost, and maybe back after a partition) and stays until
-        # it sees us; an agent that joins after this one is the newer: we leave,
-        # and leave the session to it.
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT or self.superseded:
             return
+        task = asyncio.create_task(self._leave_if_superseded(participant.identity), name="superseded-check")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _leave_if_superseded(self, other: str) -> None:
+        """A second agent in the room: the database says which one holds the session.
+
+        The newest dispatch wins, whatever the order the two joined in: a lost
+        agent back after a partition may rejoin after its replacement did.
+        This agent's own join report is awaited first, so a replacement is
+        recorded as the holder before it compares.
+        """
+        from .reporting import session_held_by
+
+        try:
+            await asyncio.wait_for(self._reported.wait(), timeout=10)
+        except TimeoutError:
+            pass
+        mine = self.ctx.room.local_participant.identity
+        if self.session_pk is None or await db(session_held_by, session_pk=self.session_pk, identity=mine):
+            logger.info(
+                "agent %s joined; this agent holds the session", other, extra=self.ctx.log_context_fields
+            )
+            return
         logger.warning(
-            "a newer agent (%s) took over this session; leaving",
-            participant.identity,
-            extra=self.ctx.log_context_fields,
+            "another agent (%s) holds this session now; leaving", other, extra=self.ctx.log_context_fields
         )
         self.superseded = True
         self.ctx.shutdown("a newer agent took over")
@@ -281,12 +301,15 @@ class Conversation:
     async def report_joined(self) -> None:
         from sessions.services import session_agent_joined
 
-        await db(
-            session_agent_joined,
-            room_name=self.room_name,
-            identity=self.ctx.room.local_participant.identity,
-            worker_id=self.ctx.worker_id,
-        )
+        try:
+            await db(
+                session_agent_joined,
+                room_name=self.room_name,
+                identity=self.ctx.room.local_participant.identity,
+                worker_id=self.ctx.worker_id,
+            )
+        finally:
+            self._reported.set()
 
     def attach(self, session: AgentSession, *, user: Speaker) -> TranscriptRecorder:
         assert self.session_pk is not None

@@ -57,6 +57,16 @@ def session_for_room(room_name: str) -> JobSession | None:
     return JobSession(pk=row[0], recovering=row[1] == AgentStatus.RECOVERING)
 
 
+def session_held_by(session_pk: int, identity: str) -> bool:
+    """Whether this agent still holds the session: active and recorded as its agent.
+    Recovering means it was declared lost; another identity, that a newer agent took over."""
+    from sessions.models import AgentStatus, ConversationSession
+
+    return ConversationSession.objects.filter(
+        pk=session_pk, agent_status=AgentStatus.ACTIVE, agent_identity=identity
+    ).exists()
+
+
 def session_pk_for_room(room_name: str) -> int | None:
     found = session_for_room(room_name)
     return found.pk if found else None
