@@ -19,20 +19,17 @@ Decisions these tests pin down (docs/security.md, "Faults"):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,6 @@ from typing import Any
 import pytest
 import requests
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from livekit import api
@@ -53,9 +49,9 @@ from sessions.models import AgentStatus, CompanyLiveSessions, ConversationSessio
 from sessions.services import session_dispatch, session_start, session_transition, sessions_reconcile
 from sessions.tasks import dispatch_agent
 from tests.factories import VoiceAgentFactory
-from tests.helpers import run_async, wait_for
+from tests.helpers import wait_for
 from tests.processes import ROOT, Process, test_database_env
-from tests.queueing import tasks_not_queued, tasks_run_here
+from tests.queueing import tasks_not_queued
 from voiceagents.models import VoiceAgent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -771,106 +767,4 @@ def test_webhooks_twice_late_or_out_of_order_leave_the_right_status(client: Clie
     assert status_of("visitor-only") == AgentStatus.STARTING
 
 
-# --- the agent worker killed mid-conversation ---------------------------------------------------------
-
-
-def _status_in_thread(session_id: str) -> str:
-    """status_of for asyncio.to_thread: closes that thread's database connection again."""
-    try:
-        return status_of(session_id)
-    finally:
-        connection.close()
-
-
-def _worker_id_in_thread(session_id: str) -> str:
-    try:
-        return ConversationSession.objects.get(session_id=session_id).agent_worker_id
-    finally:
-        connection.close()
-
-
-@pytest.mark.e2e
-def test_agent_worker_sigkilled_mid_conversation_ends_the_session_within_30s(
-    live_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.visitor import Visitor
-    from voiceagents.tests.conftest import start_agent_worker
-
-    # The dispatch runs in this process (the real task code, no broker): the subject here is the worker.
-    tasks_run_here(monkeypatch)
-    agent = VoiceAgentFactory(llm_provider="echo", stt_provider="local", tts_provider="local")
-    widget = Client()
-
-    def start(session_id: str) -> dict[str, Any]:
-        response = widget.post(
-            START,
-            {"session_id": session_id, "agent_id": agent.pk, "company_id": agent.company_id},
-            content_type="application/json",
-            HTTP_X_WIDGET_KEY=agent.company.widget_key,
-        )
-        assert response.status_code == 201, response.content
-        return dict(response.json())
-
-    # Two workers: LiveKit gives the job to one; we kill that one, the other serves the retry.
-    with ThreadPoolExecutor(2) as pool:
-        workers = list(pool.map(lambda _: start_agent_worker(), range(2)))
-    try:
-        body = start("killed")
-
-        async def converse_then_kill() -> float:
-            visitor = Visitor("maya")
-            await visitor.join(body["livekit_url"], body["user_token"])
-            await asyncio.wait_for(visitor.joined_agent.wait(), 60)
-            await visitor.wait_for_agent_speech(after=0, timeout=60)  # mid-conversation: the greeting
-            assert await asyncio.to_thread(_status_in_thread, "killed") == AgentStatus.ACTIVE
-            worker_id = await asyncio.to_thread(
-                wait_for,
-                lambda: _worker_id_in_thread("killed").startswith("AW_") and _worker_id_in_thread("killed"),
-                timeout=15,
-                what="the worker's id",
-            )
-            victim = next(
-                w
-                for w in workers
-                if any("registered worker" in line and worker_id in line for line in w.lines)
-            )
-            victim.signal(signal.SIGKILL)  # the worker and its job processes, no goodbye
-            killed = time.monotonic()
-            await asyncio.to_thread(
-                wait_for,
-                lambda: _status_in_thread("killed") in (AgentStatus.FAILED, AgentStatus.STOPPED),
-                timeout=30,
-                interval=0.2,
-                what="session ended after the worker was killed",
-            )
-            took = time.monotonic() - killed
-            await visitor.leave()
-            return took
-
-        took = run_async(converse_then_kill(), timeout=240)
-        print(f"session ended {took:.1f}s after SIGKILL")
-        session = ConversationSession.objects.get(session_id="killed")
-        assert session.agent_stopped_at is not None
-        if session.agent_status == AgentStatus.FAILED:
-            assert session.failure_reason
-
-        # The same visitor starts again at once, and the surviving worker takes it.
-        again = start("killed-again")
-
-        async def rejoin() -> None:
-            visitor = Visitor("maya")
-            await visitor.join(again["livekit_url"], again["user_token"])
-            await asyncio.wait_for(visitor.joined_agent.wait(), 60)
-            await asyncio.to_thread(
-                wait_for,
-                lambda: _status_in_thread("killed-again") == AgentStatus.ACTIVE,
-                timeout=30,
-                what="active again",
-            )
-            await visitor.leave()
-
-        run_async(rejoin(), timeout=120)
-    finally:
-        for worker in workers:
-            worker.stop()
-            show(worker)
+# --- the agent worker killed mid-conversation: sessions/tests/test_recovery.py ------------------------

@@ -466,3 +466,76 @@ def test_a_stopped_session_is_never_recovered(live_server: Any, stub: StubServer
     finally:
         worker.stop()
         show(worker)
+
+
+# --- bad input and faults ---------------------------------------------------------------------------
+
+
+def test_an_unreadable_metadata_snapshot_fails_the_session_with_its_reason(live_server: Any) -> None:
+    from django.conf import settings
+    from livekit import api
+
+    from sessions.services import session_start, session_transition
+
+    agent = agent_profile()
+    worker = start_agent_worker()
+    try:
+        session = session_start(company=agent.company, agent_id=agent.pk, session_id="bad-meta").session
+        for status in (AgentStatus.DISPATCHING, AgentStatus.STARTING):
+            assert session_transition(session_pk=session.pk, to=status)
+
+        async def dispatch_broken_snapshot() -> None:
+            client = api.LiveKitAPI(
+                settings.LIVEKIT_URL.replace("ws", "http", 1),
+                settings.LIVEKIT_API_KEY,
+                settings.LIVEKIT_API_SECRET,
+            )
+            try:
+                await client.room.create_room(api.CreateRoomRequest(name=session.agent_room_name))
+                await client.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(
+                        agent_name=settings.LIVEKIT_VOICE_AGENT_NAME,
+                        room=session.agent_room_name,
+                        metadata="{not json",
+                    )
+                )
+            finally:
+                await client.aclose()
+
+        run_async(dispatch_broken_snapshot())
+        wait_for(lambda: session_of("bad-meta").is_terminal, timeout=60, what="the session ended")
+        failed = session_of("bad-meta")
+        assert failed.agent_status == AgentStatus.FAILED, failed.agent_status
+        assert "dispatch metadata" in failed.failure_reason and "not valid JSON" in failed.failure_reason
+        assert failed.recovery_count == 0  # a job that cannot start is not a crash to repeat
+    finally:
+        worker.stop()
+        show(worker)
+        lk.room_close(session_of("bad-meta").agent_room_name)
+
+
+def test_a_missing_transcript_row_leaves_a_gap_the_resume_goes_past() -> None:
+    from sessions.services import session_start
+    from sessions.transcripts import transcript_for_resume, transcript_turn_add
+    from voiceagents.worker.conversation import INTERRUPTED_MARK, missing_turns, resume_context
+
+    agent = agent_profile()
+    session = session_start(company=agent.company, agent_id=agent.pk, session_id="gap").session
+    for role, text, interrupted in [
+        ("assistant", GREETING, False),
+        ("user", "my order is late", False),
+        ("assistant", "Let me check the order for", True),
+        ("user", "order 42", False),
+    ]:
+        transcript_turn_add(session_pk=session.pk, role=role, text=text, interrupted=interrupted)
+    TranscriptTurn.objects.filter(session=session, sequence=2).delete()
+
+    turns = transcript_for_resume(session_pk=session.pk)
+    assert missing_turns(turns) == 1
+    messages = resume_context(turns).messages()
+    assert [(m.role, m.text_content) for m in messages] == [
+        ("assistant", GREETING),
+        ("assistant", "Let me check the order for" + INTERRUPTED_MARK),
+        ("user", "order 42"),
+    ]
+    assert messages[1].interrupted
