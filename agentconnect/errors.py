@@ -47,11 +47,6 @@ class Conflict(ApplicationError):
     code = "conflict"
 
 
-class Forbidden(ApplicationError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "forbidden"
-
-
 class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "service_unavailable"

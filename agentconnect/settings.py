@@ -102,8 +102,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         # Parameters sent apart from the query, and each query prepared on its
         # connection from its second use: PostgreSQL then skips parsing and
-        # planning the same few statements on every request (a third of its CPU
-        # per start, docs/benchmarks.md). Off for a pooler in transaction mode
+        # planning the same few statements on every request. Off for a pooler in transaction mode
         # that cannot follow prepared statements (PgBouncer before 1.21).
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 2)
@@ -296,7 +295,7 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The agent's words reach the room (the widget's captions) in step with its voice, and an
 # interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
 # is written and an interrupted reply is kept whole; the reply's first audio frame goes
-# out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
+# out sooner, because the speaking-rate estimate behind the sync works through the
 # whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:

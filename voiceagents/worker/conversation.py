@@ -20,6 +20,8 @@ from livekit.agents.llm import ChatMessage
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.voice import events as ev
 
+from agentconnect.metrics import observe_turn
+
 from .reporting import db, session_pk_for_room
 
 logger = logging.getLogger("agentconnect.worker")
@@ -133,10 +135,6 @@ class TranscriptRecorder:
                 await db(transcript_turn_add, session_pk=self.session_pk, **turn)
             except Exception:
                 logger.exception("could not store a transcript turn", extra={"session_pk": self.session_pk})
-            try:
-                from agentconnect.metrics import observe_turn
-            except ImportError:
-                continue
             observe_turn(turn["metrics"])
 
     async def aclose(self) -> None:
