@@ -65,7 +65,7 @@ class _FastSpeakingRateStream(SpeakingRateStream):
         self._last_magnitudes: np.ndarray | None = None
         self.frames_transformed = 0  # FFTs computed, for the tests
 
-    def _spectral_flux(self, audio: np.ndarray, sample_rate: int) -> float:  # type: ignore[override]
+    def _spectral_flux(self, audio: np.ndarray, sample_rate: int) -> float:
         # the parameters of SpeakingRateStream._spectral_flux: 25 ms frames, 50 % overlap
         frame_length = int(sample_rate * 0.025)
         hop_length = frame_length // 2

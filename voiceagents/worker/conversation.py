@@ -102,7 +102,7 @@ class TranscriptRecorder:
             who = speaker or self.user_speaker
             for name in ("end_of_turn_delay", "transcription_delay"):
                 if name in m:
-                    metrics[name] = m[name]  # type: ignore[literal-required]
+                    metrics[name] = m[name]
             self._last_user_stopped = m.get("stopped_speaking_at") or self._last_user_stopped
         else:
             who = self.agent_speaker
