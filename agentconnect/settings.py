@@ -48,9 +48,11 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "voiceagents",
     "sessions.apps.ConversationSessionsConfig",
     "demo",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +154,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Start, inspect and stop AI voice agent sessions in LiveKit rooms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages load their JavaScript and CSS from our static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sessions.schema.strict_inputs",  # request bodies refuse unknown fields

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from agentconnect import health
 from agentconnect.errors import json_404
@@ -15,6 +15,11 @@ urlpatterns = [
     path("demo/", include("demo.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="console/api/redoc.html"),
+        name="api-redoc",
+    ),
     # Unknown URLs under the API answer in the API's error shape, DEBUG or not.
     re_path(r"^api/", json_404),
 ]
