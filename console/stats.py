@@ -35,9 +35,9 @@ class PercentileCont(Aggregate):
         super().__init__(expression, percentile=repr(float(percentile)), **extra)
 
 
-def metric(name: str, prefix: str = "") -> Cast:
+def metric(name: str) -> Cast:
     """A turn's latency figure in seconds (NULL where the turn has none)."""
-    return Cast(KT(f"{prefix}metrics__{name}"), FloatField())
+    return Cast(KT(f"metrics__{name}"), FloatField())
 
 
 class Epoch(Func):
