@@ -128,7 +128,10 @@ def turn_latency_by_agent(f: SessionFilter) -> list[dict[str, Any]]:
         .annotate(turns=Count("pk"), **_percentiles(tuple(TURN_METRICS)))
         .order_by("agent_name")
     )
-    return list(rows)
+    return [
+        {**row, "figures": [row[f"{name}_{p}"] for name in TURN_METRICS for p in ("p50", "p95")]}
+        for row in rows
+    ]
 
 
 def turn_latency_by_provider(f: SessionFilter) -> list[dict[str, Any]]:
