@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from sessions.authentication import IsStaff
+from sessions.schema import errors
 
 from .exports import FORMATS, export_response
 from .forms import SessionFilterForm
@@ -31,7 +32,11 @@ class ExportView(APIView):
             OpenApiParameter("agent", int),
             OpenApiParameter("provider", str),
         ],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            **errors(400, 401, 403),
+        },
     )
     def get(self, request: Request) -> object:
         form = SessionFilterForm(data=request.query_params)

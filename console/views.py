@@ -41,6 +41,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             status=400,
         )
     f = form.to_filter()
+    # Show the dates in effect (the defaults too) in the filter's fields.
+    form = SessionFilterForm(data={**request.GET.dict(), "start": f.start, "end": f.end})
     data = analytics.dashboard(f)
     query = urlencode(f.querystring())
     return render(
