@@ -26,6 +26,7 @@ Prints figures; asserts nothing. Bounded: fixed counts, one statement timeout.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -33,17 +34,17 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._stack import bench_env, ensure_services  # noqa: E402
+from _stack import bench_env, ensure_services  # noqa: E402
 
 DB_NAME = "bench_console"
 REASONS = [
@@ -288,9 +289,9 @@ def main() -> None:
     print(f"{'query':40s} {'filter':28s} {'median ms':>10s} {'p95 ms':>8s}")
     for label, f in filters.items():
         for name, fn in queries.items():
-            med, p95 = timed(lambda fn=fn, f=f: fn(f), args.repeat)
+            med, p95 = timed(functools.partial(fn, f), args.repeat)
             print(f"{name:40s} {label:28s} {med:10.1f} {p95:8.1f}")
-        med, p95 = timed(lambda f=f: analytics.dashboard(f), args.repeat)
+        med, p95 = timed(functools.partial(analytics.dashboard, f), args.repeat)
         print(f"{'all aggregates (analytics.dashboard)':40s} {label:28s} {med:10.1f} {p95:8.1f}")
 
     user, _ = User.objects.get_or_create(
@@ -314,7 +315,7 @@ def main() -> None:
     if not args.no_explain:
         f = filters[next(iter(filters))]
         for name, fn in queries.items():
-            for i, (sql, params) in enumerate(captured_sql(lambda fn=fn: fn(f))):
+            for i, (sql, params) in enumerate(captured_sql(functools.partial(fn, f))):
                 if sql.lstrip().upper().startswith("SELECT") or sql.lstrip().upper().startswith("WITH"):
                     explain(f"{name} [{i}]", sql, params)
 
@@ -327,7 +328,7 @@ def main() -> None:
     started = time.perf_counter()
     response = export_response(f, "csv")
     lines = size = 0
-    for chunk in response.streaming_content:
+    for chunk in cast(Iterator[bytes], response.streaming_content):
         lines += 1
         size += len(chunk)
     streamed_s = time.perf_counter() - started
