@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from sessions.models import ConversationSession, TranscriptTurn
 
-from .stats import PART_METRICS, TOTAL_METRIC, TURN_METRICS, PercentileCont, metric
+from .stats import PART_METRICS, TOTAL_METRIC, TURN_METRICS, PercentileCont, exact_percentiles, metric
 
 
 def sessions_with_turn_stats(queryset: QuerySet[ConversationSession]) -> QuerySet[ConversationSession]:
@@ -25,7 +25,7 @@ def sessions_with_turn_stats(queryset: QuerySet[ConversationSession]) -> QuerySe
     )
     return queryset.annotate(
         turn_count=Coalesce(Subquery(count, output_field=IntegerField()), 0),
-        median_turn_latency=Subquery(median),
+        median_turn_latency=Subquery(median) if exact_percentiles() else Value(None, FloatField()),
     )
 
 

@@ -24,6 +24,7 @@ from . import analytics
 from .exports import FORMATS, export_response
 from .forms import SessionFilterForm
 from .live import live_rows
+from .stats import exact_percentiles
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -39,6 +40,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "console/dashboard.html",
             _context(request, "Dashboard", form=form, data=None),
             status=400,
+        )
+    if not exact_percentiles():
+        return render(
+            request,
+            "console/dashboard.html",
+            _context(request, "Dashboard", form=form, data=None, needs_postgresql=True),
         )
     f = form.to_filter()
     # Show the dates in effect (the defaults too) in the filter's fields.
