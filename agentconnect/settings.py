@@ -298,6 +298,12 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # is written and an interrupted reply is kept whole; the reply's first audio frame goes
 # out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
 # whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
+# The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
+# native-thread (the same, one worker thread per stream as upstream has it) or silero
+# (the plugin's ONNX model). Chosen by bench/bench_capacity.py, docs/benchmarks.md.
+AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
+if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
+    raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")

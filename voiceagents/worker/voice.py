@@ -54,7 +54,7 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
 
 
 async def voice_entrypoint(ctx: JobContext) -> None:
-    from voiceagents.providers.factory import ProviderConfigError, build_providers
+    from voiceagents.providers.factory import ProviderConfigError, build_providers, with_one_vad_stream
 
     conversation = Conversation(ctx)
     if not await conversation.prepare():
@@ -62,7 +62,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         return
     config = conversation.config
     try:
-        providers = build_providers(config, settings=settings)
+        providers = with_one_vad_stream(build_providers(config, settings=settings))
     except ProviderConfigError as exc:
         await conversation.fail(str(exc))
         return
