@@ -261,6 +261,11 @@ AGENT_NUM_IDLE_PROCESSES = env.int("AGENT_NUM_IDLE_PROCESSES", default=2)
 # AGENT_LOAD_THRESHOLD it stops taking jobs and LiveKit sends them elsewhere.
 AGENT_MAX_JOBS_PER_WORKER = env.int("AGENT_MAX_JOBS_PER_WORKER", default=8)
 AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
+# process: each conversation in its own job process (a crash or a leak stays there);
+# thread: conversations share the worker's process and its GIL (docs/benchmarks.md).
+AGENT_JOB_EXECUTOR = env.str("AGENT_JOB_EXECUTOR", default="process")
+if AGENT_JOB_EXECUTOR not in ("process", "thread"):
+    raise ImproperlyConfigured("AGENT_JOB_EXECUTOR must be process or thread")
 # Attempts to reach LiveKit before the worker gives up and exits non-zero.
 AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
 AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")
@@ -304,6 +309,9 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
 if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
     raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
+# One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
+# VAD stream. false: the framework's way, a second stream (and model run) for the STT.
+AGENT_VAD_SHARED_STREAM = env.bool("AGENT_VAD_SHARED_STREAM", default=True)
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")

@@ -25,8 +25,8 @@ from pathlib import Path
 STAGES: tuple[tuple[str, str], ...] = (
     (
         "VAD",
-        r"plugins/silero|onnxruntime|local_inference|providers/speech_end\.py|agents/vad\.py"
-        r"|agents/inference/vad",
+        r"silero/|onnxruntime|local_inference|speech_end\.py|conversation_vad\.py|agents/vad\.py"
+        r"|inference/vad\.py",
     ),
     ("transcription sync", r"voice/transcription/|worker/captions\.py|_speaking_rate"),
     ("metrics", r"agents/metrics|agents/telemetry|opentelemetry|prometheus_client|voice/report"),
@@ -94,6 +94,7 @@ class Breakdown:
     rate: int
     processes: int
     top_other: list[tuple[str, int]]
+    top_loop: list[tuple[str, int]]
 
     def cores(self, stage: str) -> float:
         """Cores this stage used, summed over the profiled processes."""
@@ -115,12 +116,15 @@ def parse(text: str) -> list[tuple[list[str], int]]:
 def breakdown(texts: list[str], *, seconds: float, rate: int) -> Breakdown:
     samples: Counter[str] = Counter()
     other: Counter[str] = Counter()
+    loop: Counter[str] = Counter()
     for text in texts:
         for frames, count in parse(text):
             stage = stage_of(frames)
             samples[stage] += count
             if stage == "other" and frames:
                 other[frames[-1]] += count
+            elif stage in ("event loop itself", "thread-pool hand-offs") and frames:
+                loop[" <- ".join(reversed(frames[-3:]))] += count
     return Breakdown(
         samples=samples,
         total=sum(samples.values()),
@@ -128,6 +132,7 @@ def breakdown(texts: list[str], *, seconds: float, rate: int) -> Breakdown:
         rate=rate,
         processes=len(texts),
         top_other=other.most_common(5),
+        top_loop=loop.most_common(6),
     )
 
 
@@ -187,6 +192,10 @@ def print_breakdown(b: Breakdown, conversations: int, label: str = "") -> None:
         )
     total = sum(b.cores(s) for s in ORDER) / max(conversations, 1)
     print(f"   {'all':<42} {100.0:>5.1f}% {total:>10.4f}")
+    if b.top_loop:
+        print("   most sampled stacks of the event loop and the hand-offs (leaf first):")
+        for frame, count in b.top_loop:
+            print(f"     {count:>5}  {frame[:150]}")
     if b.top_other:
         print("   most sampled leaves filed under other:")
         for frame, count in b.top_other:

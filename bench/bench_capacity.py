@@ -97,19 +97,23 @@ def cpu_seconds(st: S.Stack) -> dict[str, float]:
     return out
 
 
-def pool_ready(st: S.Stack, in_rooms: int) -> bool:
-    """The idle pool is full again and every process in it has initialized."""
-    procs = S.job_processes(st.procs["worker"].proc.pid)
+def pool_ready(st: S.Stack, in_rooms: int, threads: bool = False) -> bool:
+    """The idle pool is full again and every process (or job thread) in it has initialized."""
     lines = st.logs("worker")
+    if threads:
+        started = sum(1 for line in lines if '"initializing job runner"' in line)
+        done = sum(1 for line in lines if '"job runner initialized"' in line)
+        return started >= in_rooms + 2 and started == done
+    procs = S.job_processes(st.procs["worker"].proc.pid)
     started = sum(1 for line in lines if '"initializing process"' in line)
     done = sum(1 for line in lines if '"process initialized"' in line)
     return len(procs) >= in_rooms + 2 and started == done
 
 
-async def wait_pool(st: S.Stack, in_rooms: int, timeout: float) -> bool:
+async def wait_pool(st: S.Stack, in_rooms: int, timeout: float, threads: bool = False) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(pool_ready, st, in_rooms):
+        if await asyncio.to_thread(pool_ready, st, in_rooms, threads):
             return True
         await asyncio.sleep(0.2)
     return False
@@ -153,6 +157,7 @@ async def run(
     deadline = time.monotonic() + args.budget
     idle_memory = await asyncio.to_thread(S.memory_sample, st.procs["worker"].proc.pid)
     visitors_base = own_rss_mb()
+    worker_base = await asyncio.to_thread(worker_memory, st)
     profile: P.Breakdown | None = None
     try:
         for n in levels:
@@ -164,11 +169,13 @@ async def run(
                 conversations.append(
                     await add_conversation(st, agent, f"capacity-{tag}-{len(conversations)}")
                 )
-            if not await wait_pool(st, n, 180):
+            if not await wait_pool(st, n, 180, args.worker_env.get("AGENT_JOB_EXECUTOR") == "thread"):
                 print("   (the idle pool did not refill within 180 s; measuring anyway)")
             level = Level(conversations=n)
             level.memory = await asyncio.to_thread(S.memory_sample, st.procs["worker"].proc.pid)
             level.worker_mb = await asyncio.to_thread(worker_memory, st)
+            level.worker_mb["uss_growth"] = level.worker_mb["uss"] - worker_base["uss"]
+            level.worker_mb["pss_growth"] = level.worker_mb["pss"] - worker_base["pss"]
             level.visitors_mb = own_rss_mb() - visitors_base
             per_conv = max(args.min_turns, math.ceil(args.samples / n))
             cycle = 4.0  # about one turn's length: spread the starts over it
@@ -227,6 +234,8 @@ async def profile_level(
     until = time.monotonic() + seconds
     await asyncio.gather(*(talk(i, c, 100, until) for i, c in enumerate(conversations)))
     texts = await asyncio.to_thread(P.finish, running, seconds + 30)
+    S.WORK.mkdir(parents=True, exist_ok=True)
+    (S.WORK / f"capacity-pyspy-{int(time.time())}.txt").write_text("\n".join(texts))
     return P.breakdown(texts, seconds=seconds, rate=rate)
 
 
@@ -280,8 +289,9 @@ def report(results: list[Level], idle_rss: float, subtract: float, label: str = 
             "ovh_median": ovh["median"],
             "worker_per_conv": worker / n,
             "visitors_per_conv": visitors / n,
-            "uss_per_conv": per(mem.uss_mb) if rooms else level.worker_mb.get("uss", 0) / n,
-            "pss_per_conv": per(mem.pss_mb) if rooms else level.worker_mb.get("pss", 0) / n,
+            # with a thread executor the conversations live in the worker: its growth per conversation
+            "uss_per_conv": per(mem.uss_mb) if rooms else level.worker_mb.get("uss_growth", 0) / n,
+            "pss_per_conv": per(mem.pss_mb) if rooms else level.worker_mb.get("pss_growth", 0) / n,
         }
     knee = next(
         (
@@ -369,6 +379,7 @@ def main() -> None:
     summaries: dict[str, dict[str, Any]] = {}
     for name, env in variants:
         print(f"\n#### variant {name!r}: {env or 'the defaults'}", flush=True)
+        args.worker_env = env
         with S.stack(
             stub_args=["--fixed-transcript", UTTERANCE, "--reply-template", REPLY],
             worker_env={"AGENT_MAX_JOBS_PER_WORKER": "16", **env},

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -77,6 +77,9 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         # dev: never refuse a job for load.
         load_threshold=math.inf if devmode else settings.AGENT_LOAD_THRESHOLD,
         load_fnc=jobs_load,
+        job_executor_type=(
+            JobExecutorType.THREAD if settings.AGENT_JOB_EXECUTOR == "thread" else JobExecutorType.PROCESS
+        ),
         drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS,
         max_retry=settings.AGENT_WORKER_MAX_RETRY,
         ws_url=settings.LIVEKIT_URL,

@@ -62,7 +62,9 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         return
     config = conversation.config
     try:
-        providers = with_one_vad_stream(build_providers(config, settings=settings))
+        providers = build_providers(config, settings=settings)
+        if settings.AGENT_VAD_SHARED_STREAM:
+            providers = with_one_vad_stream(providers)
     except ProviderConfigError as exc:
         await conversation.fail(str(exc))
         return
