@@ -266,6 +266,24 @@ AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
 AGENT_JOB_EXECUTOR = env.str("AGENT_JOB_EXECUTOR", default="process")
 if AGENT_JOB_EXECUTOR not in ("process", "thread"):
     raise ImproperlyConfigured("AGENT_JOB_EXECUTOR must be process or thread")
+# Memory (PSS, MB) a conversation's process may use. Over it, the process ends with its
+# conversation (it is never stopped mid-call) and the worker's load counts it; a thread
+# worker over AGENT_MAX_JOBS_PER_WORKER times it is replaced once its conversations end.
+# 0: no limit. Above AGENT_JOB_MEMORY_KILL_MB (0: never) livekit-agents kills a job
+# process outright and its session fails with a reason.
+AGENT_JOB_MEMORY_LIMIT_MB = env.float("AGENT_JOB_MEMORY_LIMIT_MB", default=500)
+AGENT_JOB_MEMORY_KILL_MB = env.float("AGENT_JOB_MEMORY_KILL_MB", default=1500)
+# The worker takes no job after this many conversations, lets the running ones end and
+# exits 3 for its supervisor to start a fresh one (0: never). Job processes are fresh
+# for every conversation already; this renews the worker's own process (and, with
+# AGENT_JOB_EXECUTOR=thread, the one all its conversations run in).
+AGENT_RECYCLE_AFTER_CONVERSATIONS = env.int("AGENT_RECYCLE_AFTER_CONVERSATIONS", default=0)
+if AGENT_JOB_MEMORY_LIMIT_MB < 0 or AGENT_JOB_MEMORY_KILL_MB < 0 or AGENT_RECYCLE_AFTER_CONVERSATIONS < 0:
+    raise ImproperlyConfigured(
+        "AGENT_JOB_MEMORY_LIMIT_MB, AGENT_JOB_MEMORY_KILL_MB and AGENT_RECYCLE_AFTER_CONVERSATIONS must not be negative"
+    )
+if AGENT_JOB_MEMORY_KILL_MB and AGENT_JOB_MEMORY_KILL_MB < AGENT_JOB_MEMORY_LIMIT_MB:
+    raise ImproperlyConfigured("AGENT_JOB_MEMORY_KILL_MB must be 0 or at least AGENT_JOB_MEMORY_LIMIT_MB")
 # Attempts to reach LiveKit before the worker gives up and exits non-zero.
 AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
 AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")
