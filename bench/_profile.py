@@ -53,11 +53,18 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 NEUTRAL = r"asyncio/|threading\.py|concurrent/futures|selectors\.py|numpy/|queue\.py|contextvars|<frozen"
 HANDOFF = r"concurrent/futures/thread\.py|call_soon_threadsafe|_write_to_self"
+# a thread waiting, which py-spy --nonblocking cannot always tell from one running: the
+# loop in epoll, an idle pool thread at its queue, a lock or condition wait
+IDLE_LEAF = (
+    r"^EpollSelector\.select |^_worker \(concurrent/futures/thread\.py:81\)|^Condition\.wait |^Event\.wait \(threading"
+    r"|^Thread\.join|^_wait_for_tstate_lock|^select \(|^sleep \("
+)
 ORDER = [name for name, _ in STAGES] + ["thread-pool hand-offs", "event loop itself", "other"]
 
 _COMPILED = [(name, re.compile(pattern)) for name, pattern in STAGES]
 _NEUTRAL = re.compile(NEUTRAL)
 _HANDOFF = re.compile(HANDOFF)
+_IDLE_LEAF = re.compile(IDLE_LEAF)
 # one frame of py-spy's raw format: "function (path/to/file.py:123)"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -95,9 +102,15 @@ class Breakdown:
     processes: int
     top_other: list[tuple[str, int]]
     top_loop: list[tuple[str, int]]
+    idle: int = 0
+    # CPU seconds per second the profiled processes used meanwhile (psutil), if measured
+    measured_cores: float | None = None
 
     def cores(self, stage: str) -> float:
-        """Cores this stage used, summed over the profiled processes."""
+        """Cores this stage used, summed over the profiled processes: its share of the
+        on-CPU samples times the CPU the processes used (sampling alone undercounts)."""
+        if self.measured_cores is not None:
+            return self.measured_cores * self.samples[stage] / max(self.total, 1)
         return self.samples[stage] / self.rate / max(self.seconds, 1e-9)
 
 
@@ -117,8 +130,12 @@ def breakdown(texts: list[str], *, seconds: float, rate: int) -> Breakdown:
     samples: Counter[str] = Counter()
     other: Counter[str] = Counter()
     loop: Counter[str] = Counter()
+    idle = 0
     for text in texts:
         for frames, count in parse(text):
+            if not frames or not frames[-1] or _IDLE_LEAF.search(frames[-1]):
+                idle += count
+                continue
             stage = stage_of(frames)
             samples[stage] += count
             if stage == "other" and frames:
@@ -133,6 +150,7 @@ def breakdown(texts: list[str], *, seconds: float, rate: int) -> Breakdown:
         processes=len(texts),
         top_other=other.most_common(5),
         top_loop=loop.most_common(6),
+        idle=idle,
     )
 
 
@@ -181,7 +199,12 @@ def print_breakdown(b: Breakdown, conversations: int, label: str = "") -> None:
     print(
         f"\n== where a job process's CPU goes{label}: py-spy, {b.processes} job processes"
         f" ({conversations} conversations), {b.seconds:.0f} s at {b.rate} Hz, {b.total} on-CPU samples"
+        f" ({b.idle} idle waits left out)"
     )
+    if b.measured_cores is not None:
+        print(
+            f"   cores/conv: a stage's share x the {b.measured_cores:.3f} cores the processes used (psutil)"
+        )
     print(f"   {'stage':<42} {'share':>6} {'cores/conv':>10}")
     for stage in ORDER:
         if not b.samples[stage]:
@@ -200,3 +223,9 @@ def print_breakdown(b: Breakdown, conversations: int, label: str = "") -> None:
         print("   most sampled leaves filed under other:")
         for frame, count in b.top_other:
             print(f"     {count:>5}  {frame[:110]}")
+
+
+if __name__ == "__main__":
+    # re-read saved raw stacks: python bench/_profile.py FILE [CONVERSATIONS]
+    raw = Path(sys.argv[1]).read_text()
+    print_breakdown(breakdown([raw], seconds=20, rate=100), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

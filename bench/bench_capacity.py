@@ -230,13 +230,22 @@ async def profile_level(
     pids = [p.pid for p in procs] or [st.procs["worker"].proc.pid]
     print(f"   profiling {len(pids)} processes for {seconds:.0f} s", flush=True)
     rate = 100
+    cpu_before = sum(S.tree_cpu_seconds(pid) for pid in pids) if procs else 0.0
+    t0 = time.monotonic()
     running = await asyncio.to_thread(P.start, pids, seconds=seconds, rate=rate)
     until = time.monotonic() + seconds
     await asyncio.gather(*(talk(i, c, 100, until) for i, c in enumerate(conversations)))
     texts = await asyncio.to_thread(P.finish, running, seconds + 30)
+    measured = (
+        (sum(S.tree_cpu_seconds(pid) for pid in pids) - cpu_before) / (time.monotonic() - t0)
+        if procs
+        else None
+    )
     S.WORK.mkdir(parents=True, exist_ok=True)
     (S.WORK / f"capacity-pyspy-{int(time.time())}.txt").write_text("\n".join(texts))
-    return P.breakdown(texts, seconds=seconds, rate=rate)
+    result = P.breakdown(texts, seconds=seconds, rate=rate)
+    result.measured_cores = measured
+    return result
 
 
 def report(results: list[Level], idle_rss: float, subtract: float, label: str = "") -> dict[str, Any]:
