@@ -266,6 +266,9 @@ AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
 AGENT_JOB_EXECUTOR = env.str("AGENT_JOB_EXECUTOR", default="process")
 if AGENT_JOB_EXECUTOR not in ("process", "thread"):
     raise ImproperlyConfigured("AGENT_JOB_EXECUTOR must be process or thread")
+# Set up Django (apps, models, session services) once in the worker's forkserver, in
+# pages every job process shares, instead of in each job process.
+AGENT_PRELOAD_DJANGO = env.bool("AGENT_PRELOAD_DJANGO", default=True)
 # Memory (PSS, MB) a conversation's process may use. Over it, the process ends with its
 # conversation (it is never stopped mid-call) and the worker's load counts it; a thread
 # worker over AGENT_MAX_JOBS_PER_WORKER times it is replaced once its conversations end.

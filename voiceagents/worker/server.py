@@ -107,7 +107,12 @@ def build_server(spec: WorkerSpec, *, devmode: bool, capacity: Capacity | None =
         log_level="DEBUG" if devmode else "INFO",
         # Imported once in the forkserver, so each job process starts with the
         # plugins and our runtime already loaded.
-        preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__, *LAZY_PROVIDER_MODULES],
+        preload_modules=[
+            *(["voiceagents.worker.preload"] if settings.AGENT_PRELOAD_DJANGO else []),
+            "voiceagents.providers.factory",
+            spec.entrypoint.__module__,
+            *LAZY_PROVIDER_MODULES,
+        ],
         prometheus_port=spec.metrics_port or None,
         prometheus_multiproc_dir=(
             str(Path(settings.AGENT_METRICS_DIR) / spec.agent_name) if spec.metrics_port else None
