@@ -333,6 +333,9 @@ if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
 # One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
 # VAD stream. false: the framework's way, a second stream (and model run) for the STT.
 AGENT_VAD_SHARED_STREAM = env.bool("AGENT_VAD_SHARED_STREAM", default=True)
+# The agent's own gain control on the visitor's audio (WebRTC's AGC on every frame).
+# Browsers level the microphone already; false saves that work per conversation.
+AGENT_AUTO_GAIN_CONTROL = env.bool("AGENT_AUTO_GAIN_CONTROL", default=True)
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
