@@ -88,6 +88,7 @@ def cpu_seconds(st: S.Stack) -> dict[str, float]:
 
     out = {
         "worker": S.tree_cpu_seconds(st.procs["worker"].proc.pid),
+        "worker main": sum(psutil.Process(st.procs["worker"].proc.pid).cpu_times()[:2]),
         "livekit": S.tree_cpu_seconds(st.procs["livekit"].proc.pid),
         "stub": S.tree_cpu_seconds(st.procs["stub"].proc.pid),
         "visitors (this process)": sum(psutil.Process().cpu_times()[:2]),
@@ -258,7 +259,7 @@ def report(results: list[Level], idle_rss: float, subtract: float, label: str = 
     head = (
         f"   {'conv':>4} {'turns':>5} {'lat med':>8} {'lat p95':>8} {'ovh med':>8} {'ovh p95':>8} {'p95/1':>6}"
         f" {'miss':>4} {'RSS/conv':>9} {'PSS/conv':>9} {'USS/conv':>9} {'wrk USS':>8} {'vis MB/c':>8}"
-        f" {'worker':>7} {'wrk/conv':>8} {'livekit':>7} {'stub':>6} {'visitors':>8} {'vis/conv':>8} {'machine':>7}"
+        f" {'worker':>7} {'wrk/conv':>8} {'main':>5} {'livekit':>7} {'stub':>6} {'visitors':>8} {'vis/conv':>8} {'machine':>7}"
     )
     print(head)
     print(
@@ -288,7 +289,7 @@ def report(results: list[Level], idle_rss: float, subtract: float, label: str = 
             f" {ovh['median'] * 1000:>8.0f} {ovh['p95'] * 1000:>8.0f} {ovh['p95'] / first_p95:>6.2f}"
             f" {level.missed:>4} {per(mem.rss_mb):>9.0f} {per(mem.pss_mb):>9.0f} {per(mem.uss_mb):>9.0f}"
             f" {level.worker_mb.get('uss', 0):>8.0f} {level.visitors_mb / n:>8.1f}"
-            f" {worker:>7.2f} {worker / n:>8.3f} {level.cpu.get('livekit', 0):>7.2f} {level.cpu.get('stub', 0):>6.2f}"
+            f" {worker:>7.2f} {worker / n:>8.3f} {level.cpu.get('worker main', 0):>5.2f} {level.cpu.get('livekit', 0):>7.2f} {level.cpu.get('stub', 0):>6.2f}"
             f" {visitors:>8.2f} {visitors / n:>8.3f} {level.cpu.get('machine', 0):>7.2f}"
         )
         if rooms and len(rooms) != n:
