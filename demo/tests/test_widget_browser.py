@@ -648,7 +648,7 @@ def test_agent_crash_shows_reconnecting_the_assistant_then_listening_again(
         pid = int(
             re.search(
                 r"in process (\d+)", worker.wait_for_output(f"job for room {session.agent_room_name}", 30)
-            ).group(1)  # type: ignore[union-attr]
+            ).group(1)
         )
         os.kill(pid, 9)  # the job process dies, as under the out-of-memory killer
         expect(status(page)).to_contain_text("Reconnecting the assistant", timeout=EXPECT_MS)

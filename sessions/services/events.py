@@ -119,7 +119,9 @@ def session_agent_lost(*, room_name: str, identity: str = "", reason: str) -> bo
     )
     if session is None or session.agent_status not in (AgentStatus.STARTING, AgentStatus.ACTIVE):
         return False
-    if identity and session.agent_identity not in ("", identity):
+    if session.agent_identity and identity != session.agent_identity:
+        # about another agent (one already replaced), or about no agent in particular
+        # while one is recorded: only reports naming the holder recover a session
         return False
     return session_recover(
         session_pk=session.pk, identity=session.agent_identity, lost=identity, reason=reason

@@ -56,7 +56,7 @@ async def report_lost(jobs: list[JobSeen], *, reason: str) -> None:
             logger.warning("job for room %s lost: %s; a new agent is on its way", job.room, reason)
 
 
-async def watch_jobs(server: AgentServer) -> None:
+async def watch_sessions(server: AgentServer) -> None:
     """Run for the worker's life: stamp heartbeats, report jobs that vanished."""
     from sessions.transcripts import sessions_heartbeat
 
