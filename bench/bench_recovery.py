@@ -214,6 +214,17 @@ async def kill_round(st: S.Stack, workers: Workers, agent: Any, kind: str, index
         await conversation.close()
 
 
+def progress(outcome: Outcome) -> Outcome:
+    seen = f"{outcome.seen:.2f} s" if outcome.seen is not None else "-"
+    audio = f"{outcome.audio:.2f} s" if outcome.audio is not None else "-"
+    lost = f" LOST ({outcome.note})" if outcome.lost else ""
+    print(
+        f"  {outcome.kind}: new agent {seen}, first audio {audio}, turns lost {outcome.turns_lost}{lost}",
+        flush=True,
+    )
+    return outcome
+
+
 async def deploy_round(st: S.Stack, workers: Workers, agent: Any, n: int, tag: str) -> list[Outcome]:
     conversations = [Conversation(st, agent, f"rec-{tag}-deploy-{i}") for i in range(n)]
     outcomes: list[Outcome] = []
@@ -234,7 +245,7 @@ async def deploy_round(st: S.Stack, workers: Workers, agent: Any, n: int, tag: s
             results = await asyncio.gather(
                 *(c.recovered("deploy", fault_at, before, agent_id) for c, agent_id, before in moving)
             )
-            outcomes.extend(results)
+            outcomes.extend(progress(o) for o in results)
             await fresh
             code = await asyncio.to_thread(old.proc.wait, 60)
             print(f"  deploy step {step + 1}: {len(moving)} conversation(s) moved, old worker exit {code}")
