@@ -7,7 +7,7 @@ Run (from the repository root, test services up: scripts/test-services.sh start)
 
 Uses a database of its own, `bench_console`, on the test PostgreSQL (.run/test/env),
 created and migrated if needed. Generates the history inside PostgreSQL with
-generate_series (sessions spread evenly over --days up to now, five companies with four
+generate_series (sessions spread evenly over --days (a year) up to now, five companies with four
 agents each, 85 % stopped, 10 % failed with one of five reasons, a few live in the last
 hour; every session has --turns-per-session turns, user and assistant alternating, with
 their latency figures), then ANALYZE. An existing history of the same size is reused
@@ -159,7 +159,9 @@ def generate(sessions: int, turns: int, days: int, regenerate: bool) -> None:
         return
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE transcript_turns, conversation_sessions, company_live_sessions CASCADE")
+        cursor.execute(
+            "TRUNCATE console_turn_latency, transcript_turns, conversation_sessions, company_live_sessions CASCADE"
+        )
     if VoiceAgent.objects.count() < 20:
         for c in range(5):
             company, _ = Company.objects.get_or_create(
@@ -179,6 +181,7 @@ def generate(sessions: int, turns: int, days: int, regenerate: bool) -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE conversation_sessions")
         cursor.execute("ANALYZE transcript_turns")
+        cursor.execute("VACUUM ANALYZE console_turn_latency")
     print(
         f"history: generated {ConversationSession.objects.count():,} sessions and "
         f"{TranscriptTurn.objects.count():,} turns in {time.perf_counter() - started:.1f} s"
@@ -239,7 +242,7 @@ def main() -> None:
     )
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--turns-per-session", type=int, default=20)
-    parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--range-days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--export-turns", type=int, default=100_000)
