@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import os
 import re
 import statistics
@@ -172,12 +173,23 @@ def generate(sessions: int, turns: int, days: int, regenerate: bool) -> None:
     agents = VoiceAgent.objects.count()
     spacing = days * 86400 / sessions
     reasons = ", ".join("'" + r.replace("'", "''") + "'" for r in REASONS)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            GENERATE_SESSIONS
-            % {"reasons": reasons, "n": sessions, "agents": agents, "live": live, "spacing": spacing}
-        )
-        cursor.execute(GENERATE_TURNS % {"turns": turns})
+    # The turns go in with the latency copy's trigger off, and the copy is filled after them
+    # in one statement, as the migration fills it: 2,000,000 trigger calls would take minutes.
+    backfill = importlib.import_module("console.migrations.0001_turn_latency").BACKFILL
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '900s'")
+        cursor.execute("ALTER TABLE transcript_turns DISABLE TRIGGER turn_latency_write")
+        try:
+            with transaction.atomic():
+                cursor.execute(
+                    GENERATE_SESSIONS
+                    % {"reasons": reasons, "n": sessions, "agents": agents, "live": live, "spacing": spacing}
+                )
+                cursor.execute(GENERATE_TURNS % {"turns": turns})
+        finally:
+            cursor.execute("ALTER TABLE transcript_turns ENABLE TRIGGER turn_latency_write")
+        cursor.execute(backfill)
+        cursor.execute("SET statement_timeout = '120s'")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE conversation_sessions")
         cursor.execute("ANALYZE transcript_turns")

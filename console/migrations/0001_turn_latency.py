@@ -50,12 +50,17 @@ $$ LANGUAGE plpgsql;
 CREATE TRIGGER turn_latency_delete
     AFTER DELETE ON transcript_turns
     FOR EACH ROW EXECUTE FUNCTION console_turn_latency_delete();
+{{backfill}}
+"""
+BACKFILL = f"""
 INSERT INTO console_turn_latency ({COLUMNS})
 SELECT t.id, s.id, s.created_at, s.company_id, s.agent_id,
        coalesce(s.config ->> 'llm_provider', ''), coalesce(s.config ->> 'stt_provider', ''),
        coalesce(s.config ->> 'tts_provider', ''), {", ".join(_number(m, "t") for m in METRICS)}
-FROM transcript_turns t JOIN conversation_sessions s ON s.id = t.session_id;
+FROM transcript_turns t JOIN conversation_sessions s ON s.id = t.session_id
+ON CONFLICT (turn_id) DO NOTHING;
 """
+POSTGRES = POSTGRES.replace("{backfill}", BACKFILL)
 POSTGRES_REVERSE = """
 DROP TRIGGER IF EXISTS turn_latency_delete ON transcript_turns;
 DROP TRIGGER IF EXISTS turn_latency_write ON transcript_turns;
