@@ -48,9 +48,11 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "voiceagents",
     "sessions.apps.ConversationSessionsConfig",
     "demo",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -102,8 +104,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         # Parameters sent apart from the query, and each query prepared on its
         # connection from its second use: PostgreSQL then skips parsing and
-        # planning the same few statements on every request (a third of its CPU
-        # per start, docs/benchmarks.md). Off for a pooler in transaction mode
+        # planning the same few statements on every request. Off for a pooler in transaction mode
         # that cannot follow prepared statements (PgBouncer before 1.21).
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 2)
@@ -114,7 +115,9 @@ if env.str("TEST_DATABASE_NAME", default=""):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The deployment's time zone: the admin shows times in it and the console's daily figures
+# are days in it.
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -152,6 +155,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Start, inspect and stop AI voice agent sessions in LiveKit rooms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages load their JavaScript and CSS from our static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sessions.schema.strict_inputs",  # request bodies refuse unknown fields
@@ -322,7 +329,7 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The agent's words reach the room (the widget's captions) in step with its voice, and an
 # interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
 # is written and an interrupted reply is kept whole; the reply's first audio frame goes
-# out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
+# out sooner, because the speaking-rate estimate behind the sync works through the
 # whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
 # The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
 # native-thread (the same, one worker thread per stream as upstream has it) or silero
@@ -375,6 +382,31 @@ GROQ_API_KEY = env.str("GROQ_API_KEY", default="")
 GROQ_BASE_URL = env.str("GROQ_BASE_URL", default="")
 DEEPGRAM_API_KEY = env.str("DEEPGRAM_API_KEY", default="")
 DEEPGRAM_BASE_URL = env.str("DEEPGRAM_BASE_URL", default="")
+
+# --- Staff console (console/) -----------------------------------------------------------
+
+# Prices per provider for the dashboard's estimated cost, in USD: per million LLM prompt
+# and completion tokens, per minute of STT audio, per million TTS characters. A JSON object
+# in CONSOLE_PROVIDER_PRICES replaces a provider's entry; a provider absent costs nothing.
+CONSOLE_PROVIDER_PRICES: dict[str, dict[str, float]] = {
+    "openai": {
+        "llm_prompt_per_million_tokens": 0.15,
+        "llm_completion_per_million_tokens": 0.60,
+        "stt_per_minute": 0.006,
+        "tts_per_million_characters": 15.0,
+    },
+    "groq": {
+        "llm_prompt_per_million_tokens": 0.05,
+        "llm_completion_per_million_tokens": 0.08,
+        "stt_per_minute": 0.00067,
+    },
+    "deepgram": {"stt_per_minute": 0.0043},
+}
+CONSOLE_PROVIDER_PRICES.update(env.json("CONSOLE_PROVIDER_PRICES", default={}))
+# The live view marks a session that has been starting, dispatching or stopping longer than this.
+CONSOLE_STUCK_AFTER_SECONDS = env.int("CONSOLE_STUCK_AFTER_SECONDS", default=60)
+# How often the live view asks for fresh rows.
+CONSOLE_LIVE_REFRESH_SECONDS = env.float("CONSOLE_LIVE_REFRESH_SECONDS", default=3.0)
 
 # --- Logging --------------------------------------------------------------------------
 

@@ -206,7 +206,7 @@ def test_pocketsphinx_behind_a_vad_stream_adapter_finds_the_utterance() -> None:
 def _chat(*turns: tuple[str, str]) -> llm.ChatContext:
     ctx = llm.ChatContext.empty()
     for role, text in turns:
-        ctx.add_message(role=role, content=text)  # type: ignore[arg-type]
+        ctx.add_message(role=role, content=text)
     return ctx
 
 
@@ -337,8 +337,8 @@ def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) ->
     assert providers.vad is load_vad(0.4, 0.3)
     assert providers.vad is not load_vad()
     assert providers.vad is not load_vad(0.4)
-    assert providers.vad.inner._opts.min_silence_duration == 0.4  # type: ignore[attr-defined]
-    assert providers.vad.inner._opts.deactivation_threshold == 0.3  # type: ignore[attr-defined]
+    assert providers.vad.inner._opts.min_silence_duration == 0.4
+    assert providers.vad.inner._opts.deactivation_threshold == 0.3
     handling = providers.session_kwargs()["turn_handling"]
     assert handling["endpointing"] == {"min_delay": 0.7}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}
@@ -427,7 +427,7 @@ def test_vad_dates_the_end_of_speech_at_the_last_audible_sound(sentence: str) ->
     # differed by up to 60 ms
     true_end = sum(f.duration for f in frames) - trail
 
-    silero_ends = _speech_ends(load_vad(backend="silero").inner, frames)  # type: ignore[attr-defined]
+    silero_ends = _speech_ends(load_vad(backend="silero").inner, frames)
     our_ends = _speech_ends(load_vad(), frames)
 
     assert len(silero_ends) == len(our_ends) == 1
@@ -515,7 +515,7 @@ def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise(
             )
         )
 
-    assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)  # type: ignore[attr-defined]
+    assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)
 
 
 def test_trailing_quiet_measures_the_silence_after_the_last_sound() -> None:
@@ -594,12 +594,12 @@ def test_openai_plugins_share_the_process_client_made_in_prewarm(stub: StubServe
 
     async def one_session() -> tuple[Any, str]:
         providers = build_providers(config, settings=settings)
-        clients = {id(providers.llm._client), id(providers.stt._client), id(providers.tts._client)}  # type: ignore[attr-defined]
+        clients = {id(providers.llm._client), id(providers.stt._client), id(providers.tts._client)}
         assert len(clients) == 1
-        client = providers.llm._client  # type: ignore[attr-defined]
+        client = providers.llm._client
         await providers.aclose()
         again = build_providers(config, settings=settings)
-        assert again.llm._client is client  # type: ignore[attr-defined]
+        assert again.llm._client is client
         reply = await again.llm.chat(chat_ctx=_chat(("user", "ping"))).collect()
         await again.aclose()
         return client, reply.text

@@ -34,8 +34,7 @@ EXIT_RECYCLE = 3
 # livekit-agents' own `import openai.resources` warm-up loads none of them), and
 # anyio loads its backend under httpcore's first request. In a job that happened
 # on the agent's event loop at session start and at the first turn ("event loop
-# blocked ... importing openai.pagination", 0.1-0.6 s on a busy host; ~45 ms of
-# CPU on a quiet one; bench/bench_dispatch.py). Imported in the forkserver, they
+# blocked ... importing openai.pagination"; bench/bench_dispatch.py). Imported in the forkserver, they
 # are paid once per worker. The forkserver skips a name that fails to import.
 LAZY_PROVIDER_MODULES = (
     "openai.pagination",
