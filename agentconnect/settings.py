@@ -334,7 +334,7 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
 # native-thread (the same, one worker thread per stream as upstream has it) or silero
 # (the plugin's ONNX model). Chosen by bench/bench_capacity.py, docs/benchmarks.md.
-AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
+AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="native")
 if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
     raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
 # One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
