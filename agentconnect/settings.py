@@ -285,6 +285,14 @@ AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
 # with pauses into more STT requests; preemptive TTS spends characters on replies that
 # are thrown away when the visitor goes on talking.
 AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", default=0.5)
+# How turns end when the profile does not say: model (the VAD plus livekit's local audio
+# end-of-turn model, turn-detector-v1-mini, no network), vad (a fixed delay) or stt. With
+# the model, a plainly finished sentence is answered AGENT_MODEL_ENDPOINTING_DELAY_SECONDS
+# after the last speech, and one that sounds unfinished ("so, um...") only after
+# AGENT_MAX_ENDPOINTING_DELAY_SECONDS; AGENT_ENDPOINTING_DELAY_SECONDS is vad's and stt's.
+AGENT_TURN_DETECTION = env.str("AGENT_TURN_DETECTION", default="model")
+AGENT_MODEL_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MODEL_ENDPOINTING_DELAY_SECONDS", default=0.25)
+AGENT_MAX_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MAX_ENDPOINTING_DELAY_SECONDS", default=2.5)
 AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # The VAD's speech probability (smoothed) below which speech is over. The endpointing
@@ -299,8 +307,15 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
 # whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
-if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
-    raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
+for _name in (
+    "AGENT_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MODEL_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MAX_ENDPOINTING_DELAY_SECONDS",
+):
+    if not 0 <= globals()[_name] <= 10:
+        raise ImproperlyConfigured(f"{_name} must be between 0 and 10")
+if AGENT_TURN_DETECTION not in ("model", "vad", "stt"):
+    raise ImproperlyConfigured("AGENT_TURN_DETECTION must be model, vad or stt")
 if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:
     raise ImproperlyConfigured("AGENT_VAD_MIN_SILENCE_SECONDS must be between 0.05 and 5")
 if not 0.01 <= AGENT_VAD_DEACTIVATION_THRESHOLD <= 0.5:
