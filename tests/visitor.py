@@ -135,6 +135,27 @@ class Visitor:
         await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
         return ended
 
+    async def speak_parts(
+        self, parts: tuple[np.ndarray, ...], pauses: tuple[float, ...], *, trailing_silence: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """Publish 48 kHz speech parts with silences between them, in real time; returns
+        each part's (start, end) monotonic times."""
+        if self._source is None:
+            await self.open_microphone()
+        assert self._source is not None
+        per_frame = SAMPLE_RATE * FRAME_MS // 1000
+        times: list[tuple[float, float]] = []
+        for i, part in enumerate(parts):
+            await self._source.wait_for_playout()
+            started = time.monotonic()
+            await self._push(part, per_frame)
+            await self._source.wait_for_playout()
+            times.append((started, time.monotonic()))
+            if i < len(pauses):
+                await self._push(np.zeros(int(SAMPLE_RATE * pauses[i]), dtype=np.int16), per_frame)
+        await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
+        return times
+
     async def open_microphone(self, *, timeout: float = 20.0) -> None:
         """Publish the microphone, sending silence until someone (the agent) has subscribed.
 
