@@ -293,6 +293,12 @@ AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", d
 AGENT_TURN_DETECTION = env.str("AGENT_TURN_DETECTION", default="model")
 AGENT_MODEL_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MODEL_ENDPOINTING_DELAY_SECONDS", default=0.25)
 AGENT_MAX_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MAX_ENDPOINTING_DELAY_SECONDS", default=2.5)
+# Barge-in. This much speech while the agent talks pauses its voice at once; the
+# reply is dropped when the visitor's words arrive, and resumes when none came within
+# AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS (a cough, a door) or when the words were only
+# a backchannel ("mhm", "yeah"; voiceagents/worker/backchannel.py).
+AGENT_INTERRUPTION_MIN_SECONDS = env.float("AGENT_INTERRUPTION_MIN_SECONDS", default=0.1)
+AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS = env.float("AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS", default=1.0)
 AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # The VAD's speech probability (smoothed) below which speech is over. The endpointing
@@ -311,6 +317,8 @@ for _name in (
     "AGENT_ENDPOINTING_DELAY_SECONDS",
     "AGENT_MODEL_ENDPOINTING_DELAY_SECONDS",
     "AGENT_MAX_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_INTERRUPTION_MIN_SECONDS",
+    "AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS",
 ):
     if not 0 <= globals()[_name] <= 10:
         raise ImproperlyConfigured(f"{_name} must be between 0 and 10")

@@ -27,6 +27,7 @@ class Heard:
     identity: str
     bursts: list[float] = field(default_factory=list)  # monotonic time each burst of sound began
     frames_with_sound: int = 0
+    last_sound: float = 0.0  # monotonic time of the last frame with sound
     _in_burst: bool = False
     _quiet_frames: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -36,6 +37,7 @@ class Heard:
         loud = samples.size > 0 and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > SILENCE_RMS
         if loud:
             self.frames_with_sound += 1
+            self.last_sound = time.monotonic()
             self._quiet_frames = 0
             if not self._in_burst:
                 self._in_burst = True

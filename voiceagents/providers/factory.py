@@ -64,6 +64,9 @@ TURN_DETECTOR_VERSION: inference.TurnDetectorVersions = "v1-mini"
 # settings.AGENT_MAX_ENDPOINTING_DELAY_SECONDS when not set: the framework's own default
 # for a streaming turn detector
 DEFAULT_MAX_ENDPOINTING_DELAY = 2.5
+# settings.AGENT_INTERRUPTION_MIN_SECONDS / AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS when not set
+DEFAULT_INTERRUPTION_MIN_DURATION = 0.1
+DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 1.0
 # settings.AGENT_ENDPOINTING_DELAY_SECONDS / AGENT_VAD_MIN_SILENCE_SECONDS when not set
 DEFAULT_ENDPOINTING_DELAY = 0.5
 DEFAULT_VAD_MIN_SILENCE = 0.25
@@ -91,11 +94,23 @@ class Providers:
     max_endpointing_delay: float = DEFAULT_MAX_ENDPOINTING_DELAY
     # the end-of-turn model, for turn_detection "model"
     turn_detector: inference.TurnDetector | None = None
+    interruption_min_duration: float = DEFAULT_INTERRUPTION_MIN_DURATION
+    false_interruption_timeout: float = DEFAULT_FALSE_INTERRUPTION_TIMEOUT
 
     def turn_handling(self) -> TurnHandlingOptions:
         return {
             "turn_detection": self.turn_detector if self.turn_detection == "model" else self.turn_detection,
-            "interruption": {"enabled": self.allow_interruptions, "mode": "vad"},
+            # the voice pauses on a short sound and resumes unless words follow (the
+            # framework's false-interruption handling): quick barge-in, and a cough or
+            # a backchannel does not cost the reply
+            "interruption": {
+                "enabled": self.allow_interruptions,
+                "mode": "vad",
+                "min_duration": self.interruption_min_duration,
+                "min_words": 0,
+                "resume_false_interruption": True,
+                "false_interruption_timeout": self.false_interruption_timeout,
+            },
             "endpointing": {"min_delay": self.endpointing_delay, "max_delay": self.max_endpointing_delay},
             # the reply is generated from the final transcript while the endpointing
             # delay runs, and kept when the turn ends with that same transcript
@@ -255,6 +270,12 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         preemptive_tts=preemptive_tts,
         max_endpointing_delay=max_delay,
         turn_detector=detector,
+        interruption_min_duration=float(
+            getattr(settings, "AGENT_INTERRUPTION_MIN_SECONDS", DEFAULT_INTERRUPTION_MIN_DURATION)
+        ),
+        false_interruption_timeout=float(
+            getattr(settings, "AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS", DEFAULT_FALSE_INTERRUPTION_TIMEOUT)
+        ),
     )
 
 

@@ -317,7 +317,14 @@ def test_factory_builds_every_combination(stub: StubServer) -> None:
         assert kwargs["vad"] is providers.vad and "vad" in kwargs
         assert kwargs["turn_handling"] == {
             "turn_detection": providers.turn_detection,
-            "interruption": {"enabled": interruptions, "mode": "vad"},
+            "interruption": {
+                "enabled": interruptions,
+                "mode": "vad",
+                "min_duration": 0.1,
+                "min_words": 0,
+                "resume_false_interruption": True,
+                "false_interruption_timeout": 1.0,
+            },
             "endpointing": {"min_delay": 0.5, "max_delay": 2.5},
             "preemptive_generation": {"enabled": True, "preemptive_tts": True},
         }

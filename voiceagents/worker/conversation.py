@@ -314,7 +314,11 @@ def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
 
 
 def agent_for(config: dict[str, Any]) -> Agent:
-    return Agent(instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT))
+    from .backchannel import BackchannelTolerantAgent
+
+    return BackchannelTolerantAgent(
+        instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
+    )
 
 
 async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:
