@@ -45,8 +45,10 @@ def measure(polling: float, messages: int, idle_seconds: float) -> tuple[list[fl
             "control_folder": folder,
             "polling_interval": polling,
         }
-        exchange = Exchange("bench", type="direct")
-        queue = Queue("bench", exchange, routing_key="bench")
+        # kombu keeps declared exchanges per process: a fresh name per round
+        name = f"bench-{polling}"
+        exchange = Exchange(name, type="direct")
+        queue = Queue(name, exchange, routing_key=name)
         received: dict[int, float] = {}
         got = threading.Condition()
         stop = threading.Event()
@@ -66,14 +68,14 @@ def measure(polling: float, messages: int, idle_seconds: float) -> tuple[list[fl
                     idle_end = time.monotonic() + idle_seconds
                     while time.monotonic() < idle_end:
                         try:
-                            conn.drain_events(timeout=0.2)
+                            conn.drain_events(timeout=2.0)  # as Celery's worker loop calls it
                         except TimeoutError:
                             pass
                     idle_cpu.append((thread_cpu() - start) / idle_seconds * 60)
                     ready.set()
                     while not stop.is_set():
                         try:
-                            conn.drain_events(timeout=0.2)
+                            conn.drain_events(timeout=2.0)  # as Celery's worker loop calls it
                         except TimeoutError:
                             pass
 
@@ -84,7 +86,7 @@ def measure(polling: float, messages: int, idle_seconds: float) -> tuple[list[fl
         rng = random.Random(21)
         latencies = []
         with Connection("filesystem://", transport_options=options) as conn:
-            producer = conn.Producer(exchange=exchange, routing_key="bench")
+            producer = conn.Producer(exchange=exchange, routing_key=name)
             for n in range(messages):
                 time.sleep(rng.uniform(0.05, 0.3))  # a start lands anywhere in the poll cycle
                 sent = time.monotonic()
