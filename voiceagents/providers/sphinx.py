@@ -84,7 +84,7 @@ DEFAULT_CONFIG = "default"
 def _decoder(config: str = DEFAULT_CONFIG) -> Decoder:
     decoder = _DECODERS.get(config)
     if decoder is None:
-        from pocketsphinx import Decoder  # type: ignore[import-untyped]
+        from pocketsphinx import Decoder
 
         decoder = _DECODERS[config] = Decoder(loglevel="ERROR", **DECODER_CONFIGS[config])
     return decoder
