@@ -169,3 +169,21 @@ def test_the_admin_shows_the_error_beside_the_field(agent: VoiceAgent) -> None:
     assert "max_endpointing_delay" in errors, errors
     agent.refresh_from_db()
     assert agent.min_endpointing_delay is None
+
+
+@pytest.mark.parametrize(
+    ("text", "backchannel"),
+    [
+        ("mhm", True),
+        ("Uh huh.", True),
+        ("yeah okay", True),
+        ("", False),
+        ("yes I want the blue one", False),
+        ("stop", False),
+        ("mhm mhm mhm mhm", False),
+    ],
+)
+def test_what_counts_as_a_backchannel(text: str, backchannel: bool) -> None:
+    from voiceagents.worker.backchannel import is_backchannel
+
+    assert is_backchannel(text) is backchannel
