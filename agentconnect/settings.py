@@ -329,6 +329,20 @@ AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
 # with pauses into more STT requests; preemptive TTS spends characters on replies that
 # are thrown away when the visitor goes on talking.
 AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", default=0.5)
+# How turns end when the profile does not say: model (the VAD plus livekit's local audio
+# end-of-turn model, turn-detector-v1-mini, no network), vad (a fixed delay) or stt. With
+# the model, a plainly finished sentence is answered AGENT_MODEL_ENDPOINTING_DELAY_SECONDS
+# after the last speech, and one that sounds unfinished ("so, um...") only after
+# AGENT_MAX_ENDPOINTING_DELAY_SECONDS; AGENT_ENDPOINTING_DELAY_SECONDS is vad's and stt's.
+AGENT_TURN_DETECTION = env.str("AGENT_TURN_DETECTION", default="model")
+AGENT_MODEL_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MODEL_ENDPOINTING_DELAY_SECONDS", default=0.25)
+AGENT_MAX_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MAX_ENDPOINTING_DELAY_SECONDS", default=2.5)
+# Barge-in. This much speech while the agent talks pauses its voice at once; the
+# reply is dropped when the visitor's words arrive, and resumes when none came within
+# AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS (a cough, a door) or when the words were only
+# a backchannel ("mhm", "yeah"; voiceagents/worker/backchannel.py).
+AGENT_INTERRUPTION_MIN_SECONDS = env.float("AGENT_INTERRUPTION_MIN_SECONDS", default=0.1)
+AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS = env.float("AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS", default=1.0)
 AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # The VAD's speech probability (smoothed) below which speech is over. The endpointing
@@ -355,8 +369,17 @@ AGENT_VAD_SHARED_STREAM = env.bool("AGENT_VAD_SHARED_STREAM", default=True)
 # Browsers level the microphone already; false saves that work per conversation.
 AGENT_AUTO_GAIN_CONTROL = env.bool("AGENT_AUTO_GAIN_CONTROL", default=True)
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
-if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
-    raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
+for _name in (
+    "AGENT_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MODEL_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MAX_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_INTERRUPTION_MIN_SECONDS",
+    "AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS",
+):
+    if not 0 <= globals()[_name] <= 10:
+        raise ImproperlyConfigured(f"{_name} must be between 0 and 10")
+if AGENT_TURN_DETECTION not in ("model", "vad", "stt"):
+    raise ImproperlyConfigured("AGENT_TURN_DETECTION must be model, vad or stt")
 if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:
     raise ImproperlyConfigured("AGENT_VAD_MIN_SILENCE_SECONDS must be between 0.05 and 5")
 if not 0.01 <= AGENT_VAD_DEACTIVATION_THRESHOLD <= 0.5:

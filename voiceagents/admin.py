@@ -82,5 +82,9 @@ class VoiceAgentAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Turn-taking (blank: deployment default)",
+            {"fields": ("turn_detection", "min_endpointing_delay", "max_endpointing_delay")},
+        ),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )

@@ -25,14 +25,15 @@ AUDIO_INPUT_FRAME_MS = 20
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients,
-    the captions' speaking-rate detector."""
+    """Runs once in every job process before it takes a job: Django, the VAD and end-of-turn
+    models, HTTP clients, the captions' speaking-rate detector."""
     import django
 
     django.setup()
-    from voiceagents.providers.factory import prewarm_clients, settings_vad
+    from voiceagents.providers.factory import load_turn_detector, prewarm_clients, settings_vad
 
     settings_vad(settings)  # cached for the process; every session in it reuses the model
+    load_turn_detector()  # weights in memory and one prediction run: the first turn pays no load
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
     captions.install()  # synced captions without stalling each reply's first audio
 
