@@ -8,7 +8,7 @@ from django.http import HttpRequest
 
 from agentconnect.errors import ApplicationError
 
-from .models import ConversationSession, TranscriptTurn
+from .models import ConversationSession, ToolCall, TranscriptTurn, VisitorMessage
 from .services import session_redispatch, session_stop
 from .transcripts import latency_summary
 
@@ -27,6 +27,31 @@ class TranscriptTurnInline(admin.TabularInline):
     @admin.display(description="latency (s)")
     def latency(self, obj: TranscriptTurn) -> str:
         return ", ".join(f"{k}={v:.3f}" for k, v in sorted((obj.metrics or {}).items())) or "—"
+
+
+class ToolCallInline(admin.TabularInline):
+    model = ToolCall
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "tool calls (timeline)"
+    fields = ("created_at", "name", "arguments", "result", "error", "duration_ms")
+    readonly_fields = fields
+    ordering = ("created_at", "pk")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class VisitorMessageInline(admin.TabularInline):
+    model = VisitorMessage
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "messages taken for staff"
+    fields = ("created_at", "name", "contact", "message")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(ConversationSession)
@@ -51,7 +76,7 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     actions = ("stop_agent", "redispatch_agent")
     readonly_fields = [f.name for f in ConversationSession._meta.fields] + ["duration", "latency_summary"]
-    inlines = [TranscriptTurnInline]
+    inlines = [VisitorMessageInline, ToolCallInline, TranscriptTurnInline]
 
     @admin.display(description="latency summary (s)")
     def latency_summary(self, obj: ConversationSession) -> str:

@@ -313,8 +313,10 @@ def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
     )
 
 
-def agent_for(config: dict[str, Any]) -> Agent:
-    return Agent(instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT))
+def agent_for(config: dict[str, Any], tools: list[Any] | None = None) -> Agent:
+    return Agent(
+        instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT), tools=tools or []
+    )
 
 
 async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:

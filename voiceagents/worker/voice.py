@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from django.conf import settings
-from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
+from livekit.agents import AgentSession, AutoSubscribe, JobContext, JobProcess, room_io
 
 from . import captions
 from .conversation import (
@@ -17,6 +18,8 @@ from .conversation import (
     build_agent_session,
     wait_for_identity,
 )
+from .reporting import db
+from .tools import ToolHooks, build_tools, tool_spec_for_session
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -53,6 +56,30 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
     )
 
 
+async def conversation_tools(conversation: Conversation, session: AgentSession) -> list[Any]:
+    """The profile's tools, bound to this conversation."""
+    from sessions.models import END_REASON_AGENT
+    from sessions.tools import session_end_reason_set
+
+    assert conversation.session_pk is not None
+    session_pk = conversation.session_pk
+    spec = await db(tool_spec_for_session, session_pk=session_pk)
+
+    async def on_end_call() -> None:
+        await db(session_end_reason_set, session_pk=session_pk, reason=END_REASON_AGENT)
+
+    async def on_transfer(reason: str) -> str:
+        return "Nobody can be fetched from this call."
+
+    hooks = ToolHooks(
+        session_pk=session_pk,
+        session_id=str(conversation.config.get("session_id") or ""),
+        on_end_call=on_end_call,
+        on_transfer=on_transfer,
+    )
+    return build_tools(spec, hooks)
+
+
 async def voice_entrypoint(ctx: JobContext) -> None:
     from voiceagents.providers.factory import ProviderConfigError, build_providers
 
@@ -84,7 +111,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     session = build_agent_session(config, providers)
     conversation.attach(session, user=Speaker(identity=visitor.identity, name=visitor.name or "Visitor"))
     await session.start(
-        agent=agent_for(config),
+        agent=agent_for(config, tools=await conversation_tools(conversation, session)),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,
