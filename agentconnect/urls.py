@@ -13,6 +13,7 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("api/v1/livekit-agents/", include("sessions.urls")),
     path("demo/", include("demo.urls")),
+    path("staff/", include("sessions.staff_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Unknown URLs under the API answer in the API's error shape, DEBUG or not.

@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from agentconnect.errors import ApplicationError
 
-from .models import ConversationSession, ToolCall, TranscriptTurn, VisitorMessage
+from .models import ConversationSession, HandoffStatus, ToolCall, TranscriptTurn, VisitorMessage
 from .services import session_redispatch, session_stop
 from .transcripts import latency_summary
 
@@ -67,15 +69,20 @@ class ConversationSessionAdmin(admin.ModelAdmin):
         "agent_started_at",
         "agent_stopped_at",
         "duration",
+        "handoff",
         "short_failure_reason",
     )
-    list_filter = ("agent_status", "mode", "company", "agent", "created_at")
+    list_filter = ("agent_status", "handoff_status", "mode", "company", "agent", "created_at")
     search_fields = ("session_id", "agent_room_name")
     date_hierarchy = "created_at"
-    list_select_related = ("company", "agent")
+    list_select_related = ("company", "agent", "handoff_joined_by")
     ordering = ("-created_at",)
     actions = ("stop_agent", "redispatch_agent")
-    readonly_fields = [f.name for f in ConversationSession._meta.fields] + ["duration", "latency_summary"]
+    readonly_fields = [f.name for f in ConversationSession._meta.fields] + [
+        "duration",
+        "handoff",
+        "latency_summary",
+    ]
     inlines = [VisitorMessageInline, ToolCallInline, TranscriptTurnInline]
 
     @admin.display(description="latency summary (s)")
@@ -102,6 +109,23 @@ class ConversationSessionAdmin(admin.ModelAdmin):
             return "—"
         minutes, sec = divmod(int(seconds), 60)
         return f"{minutes}:{sec:02d}"
+
+    @admin.display(description="handoff")
+    def handoff(self, obj: ConversationSession) -> str:
+        wait = obj.handoff_wait_seconds
+        if obj.handoff_status == HandoffStatus.REQUESTED and not obj.is_terminal:
+            # highlighted: a visitor is waiting for a person now
+            return format_html(
+                '<span class="handoff-waiting" style="background:#fff3cd;padding:2px 6px;font-weight:bold">'
+                'waiting {} s</span> <a class="button" href="{}">Join</a>',
+                int(wait or 0),
+                reverse("staff-call", args=[obj.pk]),
+            )
+        if not obj.handoff_status:
+            return "—"
+        who = obj.handoff_joined_by.get_username() if obj.handoff_joined_by else ""
+        label = obj.get_handoff_status_display() + (f" ({who})" if who else "")
+        return f"{label}, waited {int(wait or 0)} s"
 
     @admin.display(description="failure reason")
     def short_failure_reason(self, obj: ConversationSession) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import views, webhooks
+from . import handoff_views, views, webhooks
 
 app_name = "livekit_agents"
 
@@ -35,5 +35,11 @@ urlpatterns = [
         views.TranscriptView.as_view({"get": "retrieve"}),
         name="transcript",
     ),
+    path("handoffs", handoff_views.HandoffViewSet.as_view({"get": "waiting"}), name="handoffs"),
+    path("handoffs/<int:pk>", handoff_views.HandoffViewSet.as_view({"get": "retrieve"}), name="handoff"),
+    path(
+        "handoffs/<int:pk>/join", handoff_views.HandoffViewSet.as_view({"post": "join"}), name="handoff-join"
+    ),
+    path("handoffs/<int:pk>/end", handoff_views.HandoffViewSet.as_view({"post": "end"}), name="handoff-end"),
     path("webhook", webhooks.livekit_webhook, name="webhook"),
 ]

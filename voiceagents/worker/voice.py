@@ -14,10 +14,10 @@ from .conversation import (
     SESSION_HOST,
     Conversation,
     Speaker,
-    agent_for,
     build_agent_session,
     wait_for_identity,
 )
+from .handoff import Handoff, HandoffAgent
 from .reporting import db
 from .tools import ToolHooks, build_tools, tool_spec_for_session
 
@@ -56,28 +56,46 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
     )
 
 
-async def conversation_tools(conversation: Conversation, session: AgentSession) -> list[Any]:
-    """The profile's tools, bound to this conversation."""
+async def voice_agent(
+    conversation: Conversation, session: AgentSession, *, visitor: Speaker, stt_plugin: Any
+) -> HandoffAgent:
+    """The profile's agent with its tools, bound to this conversation and its handoff."""
     from sessions.models import END_REASON_AGENT
     from sessions.tools import session_end_reason_set
 
-    assert conversation.session_pk is not None
+    assert conversation.session_pk is not None and conversation.recorder is not None
     session_pk = conversation.session_pk
     spec = await db(tool_spec_for_session, session_pk=session_pk)
+    handoff = Handoff(
+        room=conversation.ctx.room,
+        session_pk=session_pk,
+        timeout=spec.handoff_timeout,
+        recorder=conversation.recorder,
+        visitor=visitor,
+        stt_plugin=stt_plugin,
+    )
+    handoff.bind(session)
+
+    async def close_handoff(_: str) -> None:
+        await handoff.aclose()
+
+    conversation.ctx.add_shutdown_callback(close_handoff)
 
     async def on_end_call() -> None:
         await db(session_end_reason_set, session_pk=session_pk, reason=END_REASON_AGENT)
-
-    async def on_transfer(reason: str) -> str:
-        return "Nobody can be fetched from this call."
 
     hooks = ToolHooks(
         session_pk=session_pk,
         session_id=str(conversation.config.get("session_id") or ""),
         on_end_call=on_end_call,
-        on_transfer=on_transfer,
+        on_transfer=handoff.request,
     )
-    return build_tools(spec, hooks)
+    config = conversation.config
+    return HandoffAgent(
+        handoff=handoff,
+        instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT),
+        tools=build_tools(spec, hooks),
+    )
 
 
 async def voice_entrypoint(ctx: JobContext) -> None:
@@ -109,9 +127,10 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         return
 
     session = build_agent_session(config, providers)
-    conversation.attach(session, user=Speaker(identity=visitor.identity, name=visitor.name or "Visitor"))
+    speaker = Speaker(identity=visitor.identity, name=visitor.name or "Visitor")
+    conversation.attach(session, user=speaker)
     await session.start(
-        agent=agent_for(config, tools=await conversation_tools(conversation, session)),
+        agent=await voice_agent(conversation, session, visitor=speaker, stt_plugin=providers.stt),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,
