@@ -313,10 +313,12 @@ def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
     )
 
 
-def agent_for(config: dict[str, Any], tools: list[Any] | None = None) -> Agent:
-    return Agent(
-        instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT), tools=tools or []
-    )
+def instructions_for(config: dict[str, Any]) -> str:
+    return str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
+
+
+def agent_for(config: dict[str, Any]) -> Agent:
+    return Agent(instructions=instructions_for(config))
 
 
 async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:

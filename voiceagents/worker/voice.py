@@ -15,6 +15,7 @@ from .conversation import (
     Conversation,
     Speaker,
     build_agent_session,
+    instructions_for,
     wait_for_identity,
 )
 from .handoff import Handoff, HandoffAgent
@@ -93,7 +94,7 @@ async def voice_agent(
     config = conversation.config
     return HandoffAgent(
         handoff=handoff,
-        instructions=str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT),
+        instructions=instructions_for(config),
         tools=build_tools(spec, hooks),
     )
 
