@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, StopResponse, stt
-from livekit.agents.llm import ChatContext, ChatMessage
+from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
+from livekit.agents.voice import ModelSettings
 
 from .conversation import Speaker, TranscriptRecorder
 from .reporting import db
@@ -50,6 +52,19 @@ class HandoffAgent(Agent):
             # conversation: record it here, the visitor's words kept in the transcript
             self.handoff.record_visitor(new_message)
             raise StopResponse()
+
+    async def llm_node(
+        self,
+        chat_ctx: ChatContext,
+        tools: list[Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterator[ChatChunk | str]:
+        # preemptive generation asks for a reply before the turn is complete; a scribe
+        # has none to give, so the LLM is not called at all
+        if self.handoff.scribe:
+            return
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk  # type: ignore[misc]
 
 
 class Handoff:
