@@ -32,14 +32,6 @@ def _configure_embedded_broker() -> None:
     }
 
 
-def _configure_redis_broker() -> None:
-    from django.conf import settings
-
-    if settings.CELERY_BROKER_URL.startswith("redis://"):
-        # kombu's Redis transport, with one Redis client per channel (agentconnect/broker.py).
-        app.conf.broker_transport = "agentconnect.broker:Transport"
-
-
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -49,7 +41,6 @@ app.conf.update(
     timezone="UTC",
 )
 _configure_embedded_broker()
-_configure_redis_broker()
 app.autodiscover_tasks()
 celery_signals.connect()  # task outcome metrics, the worker's /metrics, JSON logs
 

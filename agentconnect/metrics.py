@@ -140,14 +140,16 @@ def observe_turn(metrics: Mapping[str, Any]) -> None:
 
 
 def observe_status_change(*, session_pk: int, to: str, fields: Mapping[str, Any]) -> None:
-    """Called by sessions.services.session_transition after a session's status moved.
+    """Called by session_transition (sessions/services/lifecycle.py) after a session's status moved.
 
     Never raises: metrics must not break a status change that already happened.
     """
+    from sessions.models import AgentStatus
+
     try:
-        if to == "active":
+        if to == AgentStatus.ACTIVE:
             _observe_dispatch_latency(session_pk, fields.get("agent_started_at"))
-        elif to == "failed":
+        elif to == AgentStatus.FAILED:
             SESSION_FAILURES.labels(reason=failure_category(str(fields.get("failure_reason", "")))).inc()
     except Exception:
         logger.exception("could not record metrics for session %s -> %s", session_pk, to)

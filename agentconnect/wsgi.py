@@ -7,15 +7,9 @@ application = get_wsgi_application()
 
 
 def _import_what_first_requests_would() -> None:
-    """Import now, while the web worker boots and before it accepts a connection, what
-    its first requests would otherwise import and build: every view (the URLconf is
-    loaded on the first request that reaches it), and Celery's task registry, result
-    backend and broker transport (kombu imports it, and redis-py with it, on the
-    first task queued). A worker's first
-    start-voice-session spent about 190 ms of CPU on these imports, and
-    several times that in wall time when its threads all started at once; gunicorn
-    replaces its workers every few thousand requests (max_requests). No connection
-    is opened here."""
+    """Import and build, before the worker accepts a connection, what its first
+    requests would otherwise each wait for: the URLconf and every view, and Celery's
+    task registry, result backend and broker transport. No connection is opened."""
     from django.urls import get_resolver
 
     from agentconnect.celery import app

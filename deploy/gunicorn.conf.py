@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -64,65 +63,11 @@ logger_class = AccessLinesOnRequest
 
 
 def post_worker_init(worker: Any) -> None:
-    """The application is loaded: move what it allocated (Django, DRF, the URL
-    conf, ~100,000 objects) out of the garbage collector's sight. A full
-    collection walked all of them, about 60 ms during which the worker's
-    threads all stood still; they live as long as the process anyway."""
-    _connect_every_thread(worker)
+    """The application is loaded: move what it allocated (Django, DRF, the URL conf)
+    out of the garbage collector's sight. A full collection walks all of it while
+    the worker's threads stand still, and it lives as long as the process anyway."""
     gc.collect()
     gc.freeze()
-
-
-def _connect_every_thread(worker: Any) -> None:
-    """Open each request thread's PostgreSQL and broker connections now, before the worker accepts.
-
-    Django keeps a connection per thread (CONN_MAX_AGE), and so does the task
-    queue (sessions/task_queue.py), each opened by the thread's first use: a
-    new worker's first requests, one per thread, each waited for them (a new
-    PostgreSQL backend process, a Redis connection and the queue's
-    declaration) on top of their own work. Workers are new after every deploy
-    and every max_requests recycle (2,000 requests: under load, a worker every
-    minute or so). Each of the pool's threads opens its own here (a barrier
-    makes the executor start them all); if the database or the broker is down,
-    the worker boots anyway and its requests connect as before."""
-    from concurrent.futures import wait
-
-    from django.db import connection
-
-    from agentconnect.celery import app
-    from sessions.task_queue import connect_this_thread
-
-    pool = getattr(worker, "tpool", None)
-    if pool is None:  # a worker class without a thread pool serves from this thread
-        pool, threads = None, 1
-    else:
-        threads = worker.cfg.threads
-    barrier = threading.Barrier(threads)
-
-    def connect() -> None:
-        barrier.wait(timeout=10)
-        errors = []
-        for opening in (connection.ensure_connection, lambda: connect_this_thread(app)):
-            try:
-                opening()
-            except Exception as exc:  # down: the thread's first request connects, as before
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    if pool is None:
-        try:
-            connect()
-        except Exception as exc:
-            worker.log.warning("could not open the database or broker connection at boot: %r", exc)
-        return
-    jobs = [pool.submit(connect) for _ in range(threads)]
-    done, _ = wait(jobs, timeout=30)
-    failures = [job.exception() for job in done if job.exception()]
-    if failures or len(done) < threads:
-        worker.log.warning(
-            "could not open every thread's database and broker connections at boot: %r", failures[:1]
-        )
 
 
 def child_exit(server: Any, worker: Any) -> None:

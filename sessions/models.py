@@ -21,8 +21,11 @@ class AgentStatus(models.TextChoices):
     FAILED = "failed"
 
 
+# The one definition of the status sets; migration 0004's SQL holds a copy, checked by a test.
 TERMINAL_STATUSES = frozenset({AgentStatus.STOPPED, AgentStatus.FAILED})
 LIVE_STATUSES = frozenset(set(AgentStatus) - TERMINAL_STATUSES)
+# Live and not being stopped: a session an agent may still join.
+WANTS_AGENT_STATUSES = LIVE_STATUSES - {AgentStatus.STOPPING}
 
 
 class HandoffStatus(models.TextChoices):
@@ -126,7 +129,7 @@ class CompanyLiveSessions(models.Model):
     """How many live sessions a company has: the admission counter.
 
     Kept in step with the sessions table: admission increments it in the start
-    transaction (sessions.services._admit), and a database trigger decrements
+    transaction (sessions.services.admission), and a database trigger decrements
     it in the statement that ends a session (to stopped or failed) or deletes
     a live one (migration 0004); reconcile repairs any drift. A row of its
     own, not a column of Company: saving a company (the admin) never

@@ -20,57 +20,22 @@ from voiceagents.catalog import (
 
 from .models import SESSION_ID_PATTERN, ConversationSession, TranscriptTurn
 
-session_id_field = serializers.CharField(
-    max_length=64,
-    validators=[
-        RegexValidator(
-            SESSION_ID_PATTERN,
-            "Use 1 to 64 characters: letters, digits, '-' and '_'.",
-        )
-    ],
-)
-display_name_field = serializers.CharField(
-    max_length=64, required=False, allow_blank=True, trim_whitespace=True
-)
+
+def session_id_field(**kwargs: Any) -> serializers.CharField:
+    return serializers.CharField(
+        max_length=64,
+        validators=[
+            RegexValidator(SESSION_ID_PATTERN, "Use 1 to 64 characters: letters, digits, '-' and '_'.")
+        ],
+        **kwargs,
+    )
 
 
-class FlatSerializer(serializers.Serializer):
-    """A serializer of plain fields, each copied shallowly for each instance.
-
-    DRF deep-copies every declared field for every serializer instance, which
-    re-runs each field's constructor: ~0.5 ms of CPU per start-voice-session for
-    its 13 input fields, more than validating them. A plain field keeps its
-    per-instance state (name, parent, source, set by bind()) in its own
-    attributes, and shares only what its constructor built and nothing changes
-    (validators, choices, messages), so a shallow copy binds as independently.
-    Fields that hold other fields (serializers, list and dict fields) are
-    refused when the class is defined: their children are bound to the field.
-    """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        nested = [
-            name
-            for name, field in cls._declared_fields.items()
-            if isinstance(field, serializers.BaseSerializer | serializers.ListField | serializers.DictField)
-            or hasattr(field, "child")
-        ]
-        if nested:
-            raise TypeError(f"{cls.__name__}: fields {nested} hold other fields; use serializers.Serializer")
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        return {name: _shallow_copy(field) for name, field in self._declared_fields.items()}
+def display_name_field() -> serializers.CharField:
+    return serializers.CharField(max_length=64, required=False, allow_blank=True, trim_whitespace=True)
 
 
-def _shallow_copy(field: serializers.Field) -> serializers.Field:
-    """copy.copy(field), without its generic __reduce_ex__ round: 5 times faster."""
-    cls = type(field)
-    clone: serializers.Field = cls.__new__(cls)
-    clone.__dict__ = field.__dict__.copy()
-    return clone
-
-
-class StrictSerializer(FlatSerializer):
+class StrictSerializer(serializers.Serializer):
     """Unknown fields are an error, so a typo is not silently ignored; and JSON types
     are what the schema says (DRF alone would take 0 for "0" and "5" for 5)."""
 
@@ -106,7 +71,7 @@ class TranscriptQuery(serializers.Serializer):
 
 
 class StartVoiceSessionInput(StrictSerializer):
-    session_id = serializers.CharField(max_length=64, required=False, validators=session_id_field.validators)
+    session_id = session_id_field(required=False)
     agent_id = serializers.IntegerField(min_value=1, max_value=2**62)
     company_id = serializers.IntegerField(min_value=1, max_value=2**62)
     llm_provider = serializers.ChoiceField(choices=LLMProvider.choices, required=False)
@@ -118,21 +83,21 @@ class StartVoiceSessionInput(StrictSerializer):
         max_length=SYSTEM_PROMPT_MAX_LENGTH, required=False, allow_blank=True, trim_whitespace=False
     )
     greeting_message = serializers.CharField(max_length=GREETING_MAX_LENGTH, required=False, allow_blank=True)
-    participant_name = display_name_field
+    participant_name = display_name_field()
 
 
 class StopVoiceSessionInput(StrictSerializer):
-    session_id = session_id_field
+    session_id = session_id_field()
     company_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
 
 
 class WidgetVoiceTokenInput(StrictSerializer):
-    session_id = session_id_field
+    session_id = session_id_field()
     company_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
-    participant_name = display_name_field
+    participant_name = display_name_field()
 
 
-class StartVoiceSessionOutput(FlatSerializer):
+class StartVoiceSessionOutput(serializers.Serializer):
     success = serializers.BooleanField(default=True)
     session_id = serializers.CharField()
     room_name = serializers.CharField()
@@ -142,10 +107,7 @@ class StartVoiceSessionOutput(FlatSerializer):
     message = serializers.CharField()
 
 
-class AgentStatusOutput(FlatSerializer):
-    # A plain Serializer, its fields spelled out: a ModelSerializer builds its
-    # fields from the model on every instance, a cost agent-status (polled by
-    # every widget) paid on each call.
+class AgentStatusOutput(serializers.Serializer):
     success = serializers.SerializerMethodField()
     session_id = serializers.CharField(max_length=64)
     room_name = serializers.CharField(source="agent_room_name")
@@ -196,7 +158,7 @@ class ActiveAgentsOutput(serializers.Serializer):
     agents = ActiveAgentOutput(many=True)
 
 
-class WidgetVoiceTokenOutput(FlatSerializer):
+class WidgetVoiceTokenOutput(serializers.Serializer):
     success = serializers.BooleanField(default=True)
     session_id = serializers.CharField()
     room_name = serializers.CharField()
@@ -206,7 +168,7 @@ class WidgetVoiceTokenOutput(FlatSerializer):
     status = serializers.CharField()
 
 
-class StopVoiceSessionOutput(FlatSerializer):
+class StopVoiceSessionOutput(serializers.Serializer):
     success = serializers.BooleanField(default=True)
     session_id = serializers.CharField()
     status = serializers.CharField()

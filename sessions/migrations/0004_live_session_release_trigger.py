@@ -4,7 +4,7 @@ The decrement of `company_live_sessions` is a trigger, not application code: a
 status change to stopped or failed (session_transition's conditional UPDATE) or
 the deletion of a live session releases the place whichever path made it, and
 the change stays one autocommit statement. The increment stays in admission
-(sessions.services._admit), which must read the new count to refuse a start.
+(sessions.services.admission), which must read the new count to refuse a start.
 """
 
 from django.db import migrations

@@ -54,6 +54,7 @@ from sessions.tasks import dispatch_agent
 from tests.factories import VoiceAgentFactory
 from tests.helpers import run_async, wait_for
 from tests.processes import ROOT, Process, test_database_env
+from tests.queueing import tasks_not_queued, tasks_run_here
 from voiceagents.models import VoiceAgent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -504,7 +505,7 @@ def test_reconcile_closes_rooms_of_ended_sessions(livekit_stack: dict[str, Any])
     agent = VoiceAgentFactory()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(settings, "LIVEKIT_URL", livekit.url)
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         ended = session_start(company=agent.company, agent_id=agent.pk, session_id="ended").session
         session_dispatch(session_pk=ended.pk)
         live = session_start(company=agent.company, agent_id=agent.pk, session_id="live").session
@@ -573,7 +574,7 @@ def test_dispatch_task_delivered_twice_at_once_makes_one_room_and_one_dispatch(
     worker: Process = livekit_stack["worker"]
     agent = VoiceAgentFactory()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         sessions = [
             session_start(company=agent.company, agent_id=agent.pk, session_id=f"twice-{n}").session
             for n in range(3)
@@ -700,7 +701,7 @@ def event(
 
 def starting_session(agent: VoiceAgent, session_id: str) -> ConversationSession:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+        tasks_not_queued(patch)
         session = session_start(company=agent.company, agent_id=agent.pk, session_id=session_id).session
     assert session_transition(session_pk=session.pk, to=AgentStatus.DISPATCHING)
     assert session_transition(session_pk=session.pk, to=AgentStatus.STARTING)
@@ -789,10 +790,7 @@ def test_agent_worker_sigkilled_mid_conversation_ends_the_session_within_30s(
     from voiceagents.tests.conftest import start_agent_worker
 
     # The dispatch runs in this process (the real task code, no broker): the subject here is the worker.
-    monkeypatch.setattr(
-        "sessions.services._enqueue",
-        lambda name, pk, **kw: getattr(tasks, name).apply(args=[pk], kwargs=kw),
-    )
+    tasks_run_here(monkeypatch)
     agent = VoiceAgentFactory(llm_provider="echo", stt_provider="local", tts_provider="local")
     widget = Client()
 

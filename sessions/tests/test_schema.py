@@ -28,6 +28,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from sessions.services import session_start
 from tests.factories import CompanyFactory, VoiceAgentFactory
+from tests.queueing import tasks_not_queued
 from voiceagents.catalog import AgentMode
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
@@ -73,7 +74,7 @@ def world(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     in the way: the fuzzer should reach the services, not the rate limiter (tested apart)."""
     settings.RATE_LIMITS = dict.fromkeys(settings.RATE_LIMITS, "off")
     settings.MAX_LIVE_SESSIONS = 0
-    monkeypatch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+    tasks_not_queued(monkeypatch)
     company = CompanyFactory(max_concurrent_sessions=10**6)
     agent = VoiceAgentFactory(company=company)
     conference = VoiceAgentFactory(company=company, mode=AgentMode.CONFERENCE)

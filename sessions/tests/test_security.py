@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from livekit import api
 from rest_framework.test import APIClient
 
@@ -46,6 +44,7 @@ from sessions.services import (
 )
 from sessions.throttling import IPThrottle, client_ip, parse_rate
 from tests.factories import CompanyFactory, VoiceAgentFactory
+from tests.queueing import tasks_not_queued, tasks_run_here
 from voiceagents.catalog import GREETING_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from voiceagents.models import Company, VoiceAgent
 
@@ -78,7 +77,7 @@ def widget_client(company: Company, ip: str = "127.0.0.1") -> APIClient:
 @pytest.fixture
 def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starts here test the API's own decisions; no dispatch task is queued."""
-    monkeypatch.setattr("sessions.services._enqueue", lambda *a, **k: None)
+    tasks_not_queued(monkeypatch)
 
 
 @pytest.fixture
@@ -323,32 +322,13 @@ def test_company_limit_is_atomic_under_concurrent_starts(
     assert ConversationSession.objects.filter(company=company).count() == 3
 
 
-def test_a_start_within_every_limit_is_one_statement_writing_what_save_would(
-    company: Company, agent: VoiceAgent, settings: Any, no_dispatch: None
-) -> None:
-    settings.MAX_LIVE_SESSIONS = 1000
-    settings.MAX_LIVE_SESSIONS_SLACK = 12
-    Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=2)
-    company.refresh_from_db()
-    with CaptureQueriesContext(connection) as captured:
-        result = session_start(company=company, agent_id=agent.pk, session_id="one", participant_name="Ann")
-    # The agent's row, then the insert and its admission together: no BEGIN, no COMMIT.
-    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["SELECT", "WITH"]
-    assert connection.get_autocommit()
-    stored = ConversationSession.objects.get(pk=result.session.pk)
-    for field in ConversationSession._meta.concrete_fields:
-        assert getattr(stored, field.attname) == getattr(result.session, field.attname), field.name
-    assert stored.agent_status == AgentStatus.PENDING and stored.created_at and stored.updated_at
-    assert CompanyLiveSessions.objects.get(company=company).live == 1
-
-
-def test_one_statement_starts_fall_back_to_the_exact_refusal_and_count_nothing_twice(
+def test_a_repeated_session_id_counts_nothing_twice_and_a_refusal_says_why(
     company: Company, agent: VoiceAgent, no_dispatch: None
 ) -> None:
     Company.objects.filter(pk=company.pk).update(max_concurrent_sessions=1)
     company.refresh_from_db()
     first = session_start(company=company, agent_id=agent.pk, session_id="one")
-    # The same session_id again: the unique constraint fails the statement, counting nothing.
+    # The same session_id again: the unique constraint fails the insert, counting nothing.
     again = session_start(company=company, agent_id=agent.pk, session_id="one")
     assert not again.created and again.session.pk == first.session.pk
     with pytest.raises(TooManySessions):
@@ -563,29 +543,6 @@ def test_visitor_tokens_grant_their_room_the_microphone_and_nothing_else(
         assert ttl == django_settings.LIVEKIT_USER_TOKEN_TTL_SECONDS <= 3600
 
 
-def test_visitor_tokens_carry_exactly_the_claims_livekit_api_would_write() -> None:
-
-    from sessions.livekit_gateway import _visitor_grants
-
-    for name in ("Ann", ""):
-        ours = lk.user_token(room_name="ac-7-room", identity="visitor-abc", name=name, ttl_seconds=300)
-        builder = (
-            api.AccessToken(django_settings.LIVEKIT_API_KEY, django_settings.LIVEKIT_API_SECRET)
-            .with_identity("visitor-abc")
-            .with_grants(_visitor_grants("ac-7-room"))
-            .with_ttl(timedelta(seconds=300))
-        )
-        theirs = (builder.with_name(name) if name else builder).to_jwt()
-        ours_payload, theirs_payload = (
-            json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "==")) for t in (ours, theirs)
-        )
-        assert abs(ours_payload.pop("nbf") - theirs_payload.pop("nbf")) <= 1
-        assert abs(ours_payload.pop("exp") - theirs_payload.pop("exp")) <= 1
-        assert ours_payload == theirs_payload
-        assert ours.split(".")[0] == theirs.split(".")[0]  # the same header: HS256, JWT
-        _assert_visitor_grants(ours, "ac-7-room")
-
-
 def test_the_server_refuses_a_visitor_token_for_room_administration(
     company: Company, agent: VoiceAgent
 ) -> None:
@@ -712,14 +669,11 @@ def test_secrets_never_reach_logs_error_bodies_or_admin_lists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A whole session lifecycle and its error paths, with every log record captured at DEBUG."""
-    from sessions import tasks
 
     settings.OPENAI_API_KEY = "sk-test-OPENAI-secret-0123456789abcdef"
     settings.GROQ_API_KEY = "gsk_test-GROQ-secret-0123456789abcdef"
     settings.DEEPGRAM_API_KEY = "dg-test-DEEPGRAM-secret-0123456789abcdef"
-    monkeypatch.setattr(
-        "sessions.services._enqueue", lambda name, pk, **kw: getattr(tasks, name).apply(args=[pk], kwargs=kw)
-    )
+    tasks_run_here(monkeypatch)
     caplog.set_level(logging.DEBUG)
     bodies: list[str] = []
 

@@ -9,8 +9,7 @@ import pytest
 from django.db import connection
 
 from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_transition
-from sessions.state import ALLOWED
+from sessions.services import ALLOWED, session_transition
 from tests.factories import VoiceAgentFactory
 
 ALL = [s.value for s in AgentStatus]
@@ -113,3 +112,23 @@ def test_racing_transitions_one_wins() -> None:
         winner = next(t for t, won in results.items() if won)
         assert session.agent_status == winner
         ConversationSession.objects.filter(pk=session.pk).delete()
+
+
+def test_the_migrations_hold_the_status_sets_of_the_models() -> None:
+    """Migrations 0003 (the counters' start) and 0004 (the release trigger's SQL) spell
+    the status sets out, frozen as migrations must be; they must be the models' sets."""
+    import importlib
+    import re
+
+    from sessions.models import LIVE_STATUSES, TERMINAL_STATUSES
+
+    migration = importlib.import_module("sessions.migrations.0004_live_session_release_trigger")
+
+    def listed(sql: str) -> set[str]:
+        return set(re.findall(r"'([a-z]+)'", sql))
+
+    assert listed(migration.LIVE) == set(LIVE_STATUSES)
+    assert listed(migration.ENDED) == set(TERMINAL_STATUSES)
+    assert listed(migration.LIVE) | listed(migration.ENDED) == set(AgentStatus.values)
+    counters = importlib.import_module("sessions.migrations.0003_live_session_counter")
+    assert set(counters.LIVE) == set(LIVE_STATUSES)

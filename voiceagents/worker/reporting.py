@@ -37,18 +37,10 @@ def session_pk_for_room(room_name: str) -> int | None:
     A job can reach a worker after the session was stopped (the visitor hung
     up while the job was queued); joining would bring the deleted room back.
     """
-    from sessions.models import AgentStatus, ConversationSession
+    from sessions.models import WANTS_AGENT_STATUSES, ConversationSession
 
     return (
-        ConversationSession.objects.filter(
-            agent_room_name=room_name,
-            agent_status__in=[
-                AgentStatus.PENDING,
-                AgentStatus.DISPATCHING,
-                AgentStatus.STARTING,
-                AgentStatus.ACTIVE,
-            ],
-        )
+        ConversationSession.objects.filter(agent_room_name=room_name, agent_status__in=WANTS_AGENT_STATUSES)
         .values_list("pk", flat=True)
         .first()
     )
