@@ -21,7 +21,7 @@ from livekit import api
 
 from agentconnect.errors import Conflict
 
-from .models import LIVE_STATUSES, ConversationSession, HandoffStatus
+from .models import LIVE_STATUSES, WANTS_AGENT_STATUSES, ConversationSession, HandoffStatus
 
 STAFF_IDENTITY_PREFIX = "staff-"
 _STAFF_IDENTITY = re.compile(r"^staff-(\d+)-[0-9a-f]+$")
@@ -99,7 +99,7 @@ def session_staff_token(*, session: ConversationSession, user: Any) -> StaffToke
     """A staff member's token for the session's room: join, publish, subscribe; short-lived;
     an identity naming the user. Only while the session is live and waiting for (or
     already has) a person."""
-    if session.is_terminal:
+    if session.agent_status not in WANTS_AGENT_STATUSES:
         raise Conflict("The session has ended.", details={"session_id": session.session_id})
     if session.handoff_status not in (HandoffStatus.REQUESTED, HandoffStatus.JOINED):
         raise Conflict("The session is not waiting for a person.", details={"session_id": session.session_id})

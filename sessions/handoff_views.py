@@ -74,7 +74,9 @@ class StaffTokenOutput(serializers.Serializer[Any]):
     token = serializers.CharField()
 
 
-def _session(pk: int) -> ConversationSession:
+def _session(pk: int | str) -> ConversationSession:
+    if not str(pk).isdigit():
+        raise NotFound("No such session.")
     session = (
         ConversationSession.objects.select_related("company", "agent", "handoff_joined_by")
         .filter(pk=pk)
@@ -95,16 +97,16 @@ class HandoffViewSet(viewsets.ViewSet):
         return Response({"success": True, "count": len(rows), "handoffs": rows})
 
     @extend_schema(responses={200: HandoffDetailOutput, **errors(403, 404)})
-    def retrieve(self, request: Request, pk: int) -> Response:
+    def retrieve(self, request: Request, pk: str) -> Response:
         return Response(HandoffDetailOutput(_session(pk)).data)
 
     @extend_schema(request=None, responses={200: StaffTokenOutput, **errors(403, 404, 409)})
-    def join(self, request: Request, pk: int) -> Response:
+    def join(self, request: Request, pk: str) -> Response:
         grant = session_staff_token(session=_session(pk), user=request.user)
         return Response(StaffTokenOutput(grant).data)
 
     @extend_schema(request=None, responses={200: HandoffOutput, **errors(403, 404)})
-    def end(self, request: Request, pk: int) -> Response:
+    def end(self, request: Request, pk: str) -> Response:
         session = session_stop(session=_session(pk))
         return Response(HandoffOutput(session).data)
 

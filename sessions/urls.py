@@ -36,10 +36,21 @@ urlpatterns = [
         name="transcript",
     ),
     path("handoffs", handoff_views.HandoffViewSet.as_view({"get": "waiting"}), name="handoffs"),
-    path("handoffs/<int:pk>", handoff_views.HandoffViewSet.as_view({"get": "retrieve"}), name="handoff"),
-    path(
-        "handoffs/<int:pk>/join", handoff_views.HandoffViewSet.as_view({"post": "join"}), name="handoff-join"
+    # any id reaches the view, which answers 404 in the API's shape for one that is not a number
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)$",
+        handoff_views.HandoffViewSet.as_view({"get": "retrieve"}),
+        name="handoff",
     ),
-    path("handoffs/<int:pk>/end", handoff_views.HandoffViewSet.as_view({"post": "end"}), name="handoff-end"),
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)/join$",
+        handoff_views.HandoffViewSet.as_view({"post": "join"}),
+        name="handoff-join",
+    ),
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)/end$",
+        handoff_views.HandoffViewSet.as_view({"post": "end"}),
+        name="handoff-end",
+    ),
     path("webhook", webhooks.livekit_webhook, name="webhook"),
 ]
