@@ -8,7 +8,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG NODE_IMAGE=node:20-bookworm-slim
 
-# --- the widget bundle (widget/src -> static/agentconnect/widget.js) -----------------------
+# --- the widget and console bundles (widget/src -> static/agentconnect/{widget,console}.js) -
 FROM ${NODE_IMAGE} AS widget
 WORKDIR /src/widget
 COPY widget/package.json widget/package-lock.json ./
@@ -51,7 +51,7 @@ WORKDIR /app
 COPY . .
 COPY --from=widget /src/static/agentconnect/ static/agentconnect/
 
-# Static files (admin, widget.js) collected into the image and served by WhiteNoise.
+# Static files (admin, widget.js, console.js) collected into the image and served by WhiteNoise.
 # Settings need these variables to import; nothing is connected to at build time.
 RUN DJANGO_SECRET_KEY=collectstatic-only LIVEKIT_API_KEY=build LIVEKIT_API_SECRET=build \
         python manage.py collectstatic --noinput --verbosity 0 \

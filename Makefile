@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # e.g. make test PYTEST_ARGS='-k webhook -x'
 PYTEST_ARGS ?=
-MYPY_ARGS ?= agentconnect sessions voiceagents demo tests stubs bench
+MYPY_ARGS ?= agentconnect sessions voiceagents demo console tests stubs bench
 
 .PHONY: help deps test run services-up services-down services-status lint format bench
 

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -45,11 +45,6 @@ class NotFound(ApplicationError):
 class Conflict(ApplicationError):
     status_code = status.HTTP_409_CONFLICT
     code = "conflict"
-
-
-class Forbidden(ApplicationError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "forbidden"
 
 
 class ServiceUnavailable(ApplicationError):
@@ -138,7 +133,7 @@ def json_500(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("internal_error", "An unexpected error occurred."), status=500)
 
 
-def handler404(request: HttpRequest, exception: Exception | None = None) -> Any:
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
         return json_404(request, exception)
     from django.views.defaults import page_not_found
@@ -146,7 +141,7 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Any:
     return page_not_found(request, exception or Http404())
 
 
-def handler500(request: HttpRequest) -> Any:
+def handler500(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
         return json_500(request)
     from django.views.defaults import server_error

@@ -31,7 +31,7 @@ ACCEPT_DELAY_PER_CONNECTION = 0.0005
 ACCEPT_DELAY_MAX = 0.005
 
 
-class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]
+class BalancedThreadWorker(ThreadWorker):
     def accept(self, listener: Any) -> None:
         if self.nr_conns:
             time.sleep(min(self.nr_conns * ACCEPT_DELAY_PER_CONNECTION, ACCEPT_DELAY_MAX))

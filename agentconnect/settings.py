@@ -48,9 +48,11 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "voiceagents",
     "sessions.apps.ConversationSessionsConfig",
     "demo",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -102,8 +104,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         # Parameters sent apart from the query, and each query prepared on its
         # connection from its second use: PostgreSQL then skips parsing and
-        # planning the same few statements on every request (a third of its CPU
-        # per start, docs/benchmarks.md). Off for a pooler in transaction mode
+        # planning the same few statements on every request. Off for a pooler in transaction mode
         # that cannot follow prepared statements (PgBouncer before 1.21).
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 2)
@@ -114,7 +115,9 @@ if env.str("TEST_DATABASE_NAME", default=""):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The deployment's time zone: the admin shows times in it and the console's daily figures
+# are days in it.
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -152,6 +155,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Start, inspect and stop AI voice agent sessions in LiveKit rooms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages load their JavaScript and CSS from our static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sessions.schema.strict_inputs",  # request bodies refuse unknown fields
@@ -261,6 +268,32 @@ AGENT_NUM_IDLE_PROCESSES = env.int("AGENT_NUM_IDLE_PROCESSES", default=2)
 # AGENT_LOAD_THRESHOLD it stops taking jobs and LiveKit sends them elsewhere.
 AGENT_MAX_JOBS_PER_WORKER = env.int("AGENT_MAX_JOBS_PER_WORKER", default=8)
 AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
+# process: each conversation in its own job process (a crash or a leak stays there);
+# thread: conversations share the worker's process and its GIL (docs/benchmarks.md).
+AGENT_JOB_EXECUTOR = env.str("AGENT_JOB_EXECUTOR", default="process")
+if AGENT_JOB_EXECUTOR not in ("process", "thread"):
+    raise ImproperlyConfigured("AGENT_JOB_EXECUTOR must be process or thread")
+# Set up Django (apps, models, session services) once in the worker's forkserver, in
+# pages every job process shares, instead of in each job process.
+AGENT_PRELOAD_DJANGO = env.bool("AGENT_PRELOAD_DJANGO", default=True)
+# Memory (PSS, MB) a conversation's process may use. Over it, the process ends with its
+# conversation (it is never stopped mid-call) and the worker's load counts it; a thread
+# worker over AGENT_MAX_JOBS_PER_WORKER times it is replaced once its conversations end.
+# 0: no limit. Above AGENT_JOB_MEMORY_KILL_MB (0: never) livekit-agents kills a job
+# process outright and its session fails with a reason.
+AGENT_JOB_MEMORY_LIMIT_MB = env.float("AGENT_JOB_MEMORY_LIMIT_MB", default=500)
+AGENT_JOB_MEMORY_KILL_MB = env.float("AGENT_JOB_MEMORY_KILL_MB", default=1500)
+# The worker takes no job after this many conversations, lets the running ones end and
+# exits 3 for its supervisor to start a fresh one (0: never). Job processes are fresh
+# for every conversation already; this renews the worker's own process (and, with
+# AGENT_JOB_EXECUTOR=thread, the one all its conversations run in).
+AGENT_RECYCLE_AFTER_CONVERSATIONS = env.int("AGENT_RECYCLE_AFTER_CONVERSATIONS", default=0)
+if AGENT_JOB_MEMORY_LIMIT_MB < 0 or AGENT_JOB_MEMORY_KILL_MB < 0 or AGENT_RECYCLE_AFTER_CONVERSATIONS < 0:
+    raise ImproperlyConfigured(
+        "AGENT_JOB_MEMORY_LIMIT_MB, AGENT_JOB_MEMORY_KILL_MB and AGENT_RECYCLE_AFTER_CONVERSATIONS must not be negative"
+    )
+if AGENT_JOB_MEMORY_KILL_MB and AGENT_JOB_MEMORY_KILL_MB < AGENT_JOB_MEMORY_LIMIT_MB:
+    raise ImproperlyConfigured("AGENT_JOB_MEMORY_KILL_MB must be 0 or at least AGENT_JOB_MEMORY_LIMIT_MB")
 # Attempts to reach LiveKit before the worker gives up and exits non-zero.
 AGENT_WORKER_MAX_RETRY = env.int("AGENT_WORKER_MAX_RETRY", default=6)
 AGENT_HTTP_HOST = env.str("AGENT_HTTP_HOST", default="127.0.0.1")
@@ -296,8 +329,20 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The agent's words reach the room (the widget's captions) in step with its voice, and an
 # interrupted reply is kept as far as it was heard. Off, the text goes out as soon as it
 # is written and an interrupted reply is kept whole; the reply's first audio frame goes
-# out ~50 ms sooner, because the speaking-rate estimate behind the sync works through the
+# out sooner, because the speaking-rate estimate behind the sync works through the
 # whole pre-synthesized reply on the event loop just as it starts (docs/benchmarks.md).
+# The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
+# native-thread (the same, one worker thread per stream as upstream has it) or silero
+# (the plugin's ONNX model). Chosen by bench/bench_capacity.py, docs/benchmarks.md.
+AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
+if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
+    raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
+# One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
+# VAD stream. false: the framework's way, a second stream (and model run) for the STT.
+AGENT_VAD_SHARED_STREAM = env.bool("AGENT_VAD_SHARED_STREAM", default=True)
+# The agent's own gain control on the visitor's audio (WebRTC's AGC on every frame).
+# Browsers level the microphone already; false saves that work per conversation.
+AGENT_AUTO_GAIN_CONTROL = env.bool("AGENT_AUTO_GAIN_CONTROL", default=True)
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
 if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
     raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
@@ -347,6 +392,31 @@ GROQ_API_KEY = env.str("GROQ_API_KEY", default="")
 GROQ_BASE_URL = env.str("GROQ_BASE_URL", default="")
 DEEPGRAM_API_KEY = env.str("DEEPGRAM_API_KEY", default="")
 DEEPGRAM_BASE_URL = env.str("DEEPGRAM_BASE_URL", default="")
+
+# --- Staff console (console/) -----------------------------------------------------------
+
+# Prices per provider for the dashboard's estimated cost, in USD: per million LLM prompt
+# and completion tokens, per minute of STT audio, per million TTS characters. A JSON object
+# in CONSOLE_PROVIDER_PRICES replaces a provider's entry; a provider absent costs nothing.
+CONSOLE_PROVIDER_PRICES: dict[str, dict[str, float]] = {
+    "openai": {
+        "llm_prompt_per_million_tokens": 0.15,
+        "llm_completion_per_million_tokens": 0.60,
+        "stt_per_minute": 0.006,
+        "tts_per_million_characters": 15.0,
+    },
+    "groq": {
+        "llm_prompt_per_million_tokens": 0.05,
+        "llm_completion_per_million_tokens": 0.08,
+        "stt_per_minute": 0.00067,
+    },
+    "deepgram": {"stt_per_minute": 0.0043},
+}
+CONSOLE_PROVIDER_PRICES.update(env.json("CONSOLE_PROVIDER_PRICES", default={}))
+# The live view marks a session that has been starting, dispatching or stopping longer than this.
+CONSOLE_STUCK_AFTER_SECONDS = env.int("CONSOLE_STUCK_AFTER_SECONDS", default=60)
+# How often the live view asks for fresh rows.
+CONSOLE_LIVE_REFRESH_SECONDS = env.float("CONSOLE_LIVE_REFRESH_SECONDS", default=3.0)
 
 # --- Logging --------------------------------------------------------------------------
 

@@ -313,7 +313,8 @@ def stack(
             st.procs["worker"] = proc
             stack_.callback(stopper("worker"))
             proc.wait_for_output("registered worker", timeout=120)
-            wait_idle_pool(proc.proc.pid, int(wenv["AGENT_NUM_IDLE_PROCESSES"]), timeout=120)
+            if wenv.get("AGENT_JOB_EXECUTOR") != "thread":  # job threads live in the worker itself
+                wait_idle_pool(proc.proc.pid, int(wenv["AGENT_NUM_IDLE_PROCESSES"]), timeout=120)
         try:
             yield st
         finally:

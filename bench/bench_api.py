@@ -177,7 +177,7 @@ def _summary(
         "p99_rest": percentile(rest, 99),
         "first_max": max(firsts, default=float("nan")),
         "ok": sum(n for s, n in statuses.items() if s < 400) / total,
-        "statuses": statuses,  # type: ignore[dict-item]
+        "statuses": statuses,
     }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the embeddable voice widget: widget/src -> static/agentconnect/widget.js
-# (plus its source map), which Django serves as a static file.
+# Build the embeddable voice widget: widget/src -> static/agentconnect/widget.js,
+# and the staff console's scripts (Chart.js): static/agentconnect/console.js
+# (each with its source map), which Django serves as static files.
 #
 #   scripts/build-widget.sh          # npm ci when the lockfile changed, build when anything changed
 #   scripts/build-widget.sh --force  # both, unconditionally
@@ -13,6 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WIDGET="$ROOT/widget"
 OUT="$ROOT/static/agentconnect/widget.js"
+CONSOLE_OUT="$ROOT/static/agentconnect/console.js"
 DEPS_STAMP="$WIDGET/node_modules/.agentconnect-deps.sha256"
 BUILD_STAMP="$WIDGET/node_modules/.agentconnect-build.sha256"
 
@@ -35,18 +37,19 @@ deps_hash="$( { echo "node $node_major"; cat package.json package-lock.json; } |
 if ((force == 0)) && [[ -d node_modules && "$(cat "$DEPS_STAMP" 2>/dev/null || true)" == "$deps_hash" ]]; then
     say "widget npm packages up to date (package-lock.json unchanged)"
 else
-    say "widget: npm ci (livekit-client, esbuild from widget/package-lock.json)"
+    say "widget: npm ci (livekit-client, chart.js, esbuild from widget/package-lock.json)"
     npm ci --no-audit --no-fund --loglevel=error
     printf '%s\n' "$deps_hash" > "$DEPS_STAMP"
 fi
 
 # The output depends on the packages, the build script and every source file.
 build_hash="$( { echo "$deps_hash"; cat build.mjs; find src -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1)"
-if ((force == 0)) && [[ -s "$OUT" && "$(cat "$BUILD_STAMP" 2>/dev/null || true)" == "$build_hash" ]]; then
+if ((force == 0)) && [[ -s "$OUT" && -s "$CONSOLE_OUT" && "$(cat "$BUILD_STAMP" 2>/dev/null || true)" == "$build_hash" ]]; then
     say "widget up to date: static/agentconnect/widget.js (sources unchanged)"
 else
     say "widget: building static/agentconnect/widget.js"
     npm run --silent build
     [[ -s "$OUT" ]] || die "the build did not write $OUT"
+    [[ -s "$CONSOLE_OUT" ]] || die "the build did not write $CONSOLE_OUT"
     printf '%s\n' "$build_hash" > "$BUILD_STAMP"
 fi

@@ -5,30 +5,16 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from agentconnect.errors import ApplicationError
+from console.sessions import as_rows, session_timeline, sessions_with_turn_stats
 
-from .models import ConversationSession, HandoffStatus, ToolCall, TranscriptTurn, VisitorMessage
+from .models import ConversationSession, HandoffStatus, ToolCall, VisitorMessage
 from .services import session_redispatch, session_stop
-from .transcripts import latency_summary
-
-
-class TranscriptTurnInline(admin.TabularInline):
-    model = TranscriptTurn
-    extra = 0
-    can_delete = False
-    fields = ("sequence", "role", "speaker_name", "text", "started_at", "interrupted", "latency")
-    readonly_fields = fields
-    ordering = ("sequence",)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    @admin.display(description="latency (s)")
-    def latency(self, obj: TranscriptTurn) -> str:
-        return ", ".join(f"{k}={v:.3f}" for k, v in sorted((obj.metrics or {}).items())) or "—"
 
 
 class ToolCallInline(admin.TabularInline):
@@ -64,11 +50,11 @@ class ConversationSessionAdmin(admin.ModelAdmin):
         "company",
         "agent",
         "mode",
-        "agent_room_name",
         "created_at",
-        "agent_started_at",
-        "agent_stopped_at",
+        "started",
         "duration",
+        "turns",
+        "median_turn_latency",
         "handoff",
         "short_failure_reason",
     )
@@ -78,22 +64,70 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     list_select_related = ("company", "agent", "handoff_joined_by")
     ordering = ("-created_at",)
     actions = ("stop_agent", "redispatch_agent")
+    # Read-only: a session's record is written by the API, the worker and LiveKit, never by hand.
+    change_form_template = "console/session/change_form.html"
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("session_id", "agent_status", "status_changed_at"),
+                    ("company", "agent", "mode"),
+                    ("created_at", "agent_started_at", "agent_stopped_at", "duration"),
+                    ("agent_room_name", "agent_worker_id", "agent_identity"),
+                    ("visitor_identity", "dispatch_id", "redispatch_of"),
+                    ("failure_reason", "end_reason"),
+                )
+            },
+        ),
+        (
+            "Handoff to a person",
+            {
+                "fields": (
+                    ("handoff", "handoff_reason"),
+                    ("handoff_requested_at", "handoff_joined_at", "handoff_missed_at", "handoff_joined_by"),
+                )
+            },
+        ),
+        ("Configuration", {"fields": ("config_table",)}),
+        ("Usage", {"fields": ("usage_table",)}),
+        ("Timeline", {"fields": ("timeline",)}),
+    )
     readonly_fields = [f.name for f in ConversationSession._meta.fields] + [
         "duration",
         "handoff",
-        "latency_summary",
+        "config_table",
+        "usage_table",
+        "timeline",
     ]
-    inlines = [VisitorMessageInline, ToolCallInline, TranscriptTurnInline]
+    inlines = [VisitorMessageInline, ToolCallInline]
 
-    @admin.display(description="latency summary (s)")
-    def latency_summary(self, obj: ConversationSession) -> str:
-        summary = latency_summary(list(obj.turns.all()))
-        if not summary:
-            return "—"
-        return "; ".join(
-            f"{name}: median {row['median']:.3f}, max {row['max']:.3f} (n={row['count']})"
-            for name, row in summary.items()
-        )
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConversationSession]:
+        return sessions_with_turn_stats(super().get_queryset(request))
+
+    def has_change_permission(self, request: HttpRequest, obj: ConversationSession | None = None) -> bool:
+        return False
+
+    @admin.display(description="configuration")
+    def config_table(self, obj: ConversationSession) -> SafeString:
+        return SafeString(render_to_string("console/session/table.html", {"rows": as_rows(obj.config or {})}))
+
+    @admin.display(description="usage")
+    def usage_table(self, obj: ConversationSession) -> SafeString:
+        return SafeString(render_to_string("console/session/table.html", {"rows": as_rows(obj.usage or {})}))
+
+    @admin.display(description="turns")
+    def timeline(self, obj: ConversationSession) -> SafeString:
+        return SafeString(render_to_string("console/session/timeline.html", {"turns": session_timeline(obj)}))
+
+    @admin.display(description="turns", ordering="turn_count")
+    def turns(self, obj: ConversationSession) -> int:
+        return getattr(obj, "turn_count", 0)
+
+    @admin.display(description="median v2v (s)", ordering="median_turn_latency")
+    def median_turn_latency(self, obj: ConversationSession) -> str:
+        value = getattr(obj, "median_turn_latency", None)
+        return "—" if value is None else f"{value:.3f}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Sessions start through the API, which resolves and snapshots the configuration.
@@ -101,6 +135,10 @@ class ConversationSessionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: ConversationSession | None = None) -> bool:
         return False
+
+    @admin.display(description="started", ordering="agent_started_at")
+    def started(self, obj: ConversationSession) -> object:
+        return obj.agent_started_at
 
     @admin.display(description="duration")
     def duration(self, obj: ConversationSession) -> str:

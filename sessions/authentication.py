@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from voiceagents.models import Company
 
@@ -53,13 +52,13 @@ def widget_company(request: Request) -> Company:
 class HasWidgetKey(permissions.BasePermission):
     message = "A valid X-Widget-Key header is required."
 
-    def has_permission(self, request: Request, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.auth, Company)
 
 
 class IsStaff(permissions.BasePermission):
     message = "Staff only."
 
-    def has_permission(self, request: Request, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_staff)

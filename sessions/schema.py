@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
-class WidgetKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class WidgetKeyScheme(OpenApiAuthenticationExtension):
     target_class = "sessions.authentication.WidgetKeyAuthentication"
     name = "widgetKey"
 

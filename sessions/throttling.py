@@ -30,7 +30,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -143,25 +142,10 @@ class WidgetKeyThrottle(WindowThrottle):
 
 
 def _hit(key: str, *, timeout: int) -> int:
-    """Create the counter `key` at 0 unless it exists, add one, return the count.
-
-    On Redis in one round trip: SET NX and INCR pipelined on one client. Django's
-    cache.add + cache.incr make three (incr checks that the key exists first) and
-    build a Redis client for each call: about twice the CPU per limit checked
-    (docs/benchmarks.md), and a start checks two. Same commands, same values,
-    same key as Django's (prefix and version): the counter is the one the cache
-    API sees.
-    """
-    backend = caches["default"]
-    if not isinstance(backend, RedisCache):  # LocMemCache (no REDIS_URL): in-process, cheap
-        backend.add(key, 0, timeout=timeout)
-        return backend.incr(key)
-    full_key = backend.make_and_validate_key(key)
-    client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]  # Django's RedisCacheClient
-    pipe = client.pipeline(transaction=False)
-    pipe.set(full_key, 0, ex=timeout, nx=True)
-    pipe.incr(full_key)
-    return int(pipe.execute()[1])
+    """Create the counter `key` at 0 unless it exists, add one, return the count (Django's cache API)."""
+    cache = caches["default"]
+    cache.add(key, 0, timeout=timeout)
+    return cache.incr(key)
 
 
 def _warn_cache_down(exc: Exception) -> None:

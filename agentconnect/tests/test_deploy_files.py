@@ -486,7 +486,7 @@ def units() -> dict[str, configparser.ConfigParser]:
     parsed = {}
     for path in sorted(UNITS.glob("*.service")):
         parser = configparser.ConfigParser(strict=False, interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.optionxform = str
         parser.read(path)
         parsed[path.name] = parser
     return parsed

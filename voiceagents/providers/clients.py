@@ -2,7 +2,7 @@
 
 Left to themselves, the openai and groq plugins each build their own
 ``openai.AsyncClient``, and each of those builds an httpx client that loads the
-CA bundle into a new SSL context: 50-300 ms of CPU per plugin, three plugins per
+CA bundle into a new SSL context, costly in CPU, three plugins per
 session, all of it on the job's event loop while the visitor waits for the agent
 (docs/benchmarks.md, dispatch stages). The plugins accept ``client=`` and do not
 close a client they did not make, so a process makes one client per (base URL,

@@ -8,8 +8,13 @@ Turn detection is always chosen explicitly. Left to itself, ``AgentSession`` bui
 ``inference.TurnDetector`` and an adaptive interruption detector whose weights or service
 live on LiveKit's model hub / cloud, which our machines cannot reach. We pick:
 
-- ``vad_enabled``: the Silero VAD (its ONNX model ships in the plugin wheel) detects turns
-  and barge-in; ``turn_detection="vad"``.
+- ``vad_enabled``: the VAD detects turns and barge-in; ``turn_detection="vad"``. Its
+  backend is ``AGENT_VAD_BACKEND``: ``native`` (livekit-local-inference's streaming
+  VAD, the default, chosen by bench/bench_capacity.py) or ``silero`` (the plugin's ONNX
+  model); both ship in their wheels. A non-streaming STT is wrapped here in
+  ``stt.StreamAdapter`` with the conversation's VAD listener (conversation_vad.py), so
+  one model run per audio window serves both the turns and the STT's utterances
+  (``with_one_vad_stream``, for a session that hears one person).
 - not ``vad_enabled``: the STT's own endpointing ends turns; ``turn_detection="stt"`` and
   the session gets no VAD. Non-streaming STTs (openai, groq, local) cannot endpoint on
   their own: such an STT is wrapped here in ``stt.StreamAdapter`` with the process's VAD,
@@ -22,7 +27,10 @@ cloud-backed adaptive detector; ``allow_interruptions`` switches it on or off.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import urlparse
@@ -35,6 +43,7 @@ from livekit.plugins import deepgram, groq, openai, silero
 from livekit.plugins.openai.models import TTSVoices
 
 from .clients import GROQ_DEFAULT_BASE_URL, openai_client
+from .conversation_vad import ConversationVAD
 from .echo_llm import EchoLLM
 from .offline_stt import PocketSphinxSTT
 from .offline_tts import DEFAULT_VOICE as ESPEAK_DEFAULT_VOICE
@@ -105,45 +114,82 @@ class Providers:
     async def aclose(self) -> None:
         """Close the plugins' clients. The shared VAD stays loaded for the next session."""
         await self.stt.aclose()
+        if isinstance(self.stt, stt.StreamAdapter):
+            await self.stt.wrapped_stt.aclose()  # the adapter closes only itself
         await self.llm.aclose()
         await self.tts.aclose()
 
 
 _VAD_LOCK = threading.Lock()
-_VADS: dict[tuple[float, float], vad.VAD] = {}
+_VADS: dict[tuple[float, float, str], vad.VAD] = {}
+VAD_BACKENDS = ("native", "native-thread", "silero")
+DEFAULT_VAD_BACKEND = "silero"
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs a call at once on the calling thread.
+
+    The native VAD's window takes microseconds; handing each 32 ms window to a thread
+    and back costs the event loop more than running it in place."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting caller, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _vad_model(backend: str, min_silence: float, deactivation_threshold: float) -> vad.VAD:
+    if backend == "silero":
+        return silero.VAD.load(
+            min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold
+        )
+    from livekit.agents import inference
+
+    return inference.VAD(
+        min_silence_duration=min_silence,
+        deactivation_threshold=deactivation_threshold,
+        # "native-thread" keeps upstream's one worker thread per stream, for comparison
+        executor=None if backend == "native-thread" else InlineExecutor(),
+    )
 
 
 def load_vad(
-    min_silence: float = DEFAULT_VAD_MIN_SILENCE, deactivation_threshold: float = DEFAULT_VAD_DEACTIVATION
+    min_silence: float = DEFAULT_VAD_MIN_SILENCE,
+    deactivation_threshold: float = DEFAULT_VAD_DEACTIVATION,
+    backend: str = DEFAULT_VAD_BACKEND,
 ) -> vad.VAD:
-    """The process's Silero VAD, loaded on first call (blocking, ~0.1 s) and then reused.
+    """The process's VAD, loaded on first call (blocking) and then reused.
 
     One instance serves every session in the process: each ``stream()`` keeps its own
-    model state over a shared ONNX session. Call it in a worker's prewarm to pay the load
-    before the first job. ``min_silence``: seconds of silence that end an utterance.
+    model state. Call it in a worker's prewarm to pay the load before the first job.
+    ``backend``: one of VAD_BACKENDS. ``min_silence``: seconds of silence that end an utterance.
     ``deactivation_threshold``: the smoothed speech probability below which a window
     counts as silence once speech has started. The endpointing delay is counted from the
     first such window, so the higher it is, the sooner after the last word the turn ends.
     Wrapped in ``SpeechEndVAD``, which dates that first window back to the last audible
     sound (speech_end.py).
     """
-    key = (min_silence, deactivation_threshold)
+    if backend not in VAD_BACKENDS:
+        raise ProviderConfigError(
+            f"unknown VAD backend {backend!r}; expected one of {', '.join(VAD_BACKENDS)}"
+        )
+    key = (min_silence, deactivation_threshold, backend)
     with _VAD_LOCK:
         loaded = _VADS.get(key)
         if loaded is None:
-            loaded = _VADS[key] = SpeechEndVAD(
-                silero.VAD.load(
-                    min_silence_duration=min_silence, deactivation_threshold=deactivation_threshold
-                )
-            )
+            loaded = _VADS[key] = SpeechEndVAD(_vad_model(backend, min_silence, deactivation_threshold))
         return loaded
 
 
-def vad_settings(settings: Any) -> tuple[float, float]:
-    """(VAD min silence, VAD deactivation threshold) from settings, with our defaults."""
+def vad_settings(settings: Any) -> tuple[float, float, str]:
+    """(VAD min silence, VAD deactivation threshold, VAD backend) from settings, with our defaults."""
     return (
         turn_settings(settings)[0],
         float(getattr(settings, "AGENT_VAD_DEACTIVATION_THRESHOLD", DEFAULT_VAD_DEACTIVATION)),
+        str(getattr(settings, "AGENT_VAD_BACKEND", DEFAULT_VAD_BACKEND)),
     )
 
 
@@ -219,6 +265,22 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         allow_interruptions=allow_interruptions,
         endpointing_delay=endpointing_delay,
         preemptive_tts=preemptive_tts,
+    )
+
+
+def with_one_vad_stream(providers: Providers) -> Providers:
+    """``providers`` for a session that hears one person: a non-streaming STT cut into
+    utterances by the session's own VAD inference (conversation_vad.py).
+
+    Left to the framework, such an STT gets a ``StreamAdapter`` that opens a second
+    stream on the same VAD and runs the model again on the same audio. Not for a
+    conference, whose per-person STT streams each need their own VAD stream.
+    """
+    if providers.vad is None or providers.stt.capabilities.streaming:
+        return providers
+    shared = ConversationVAD(providers.vad)
+    return dataclasses.replace(
+        providers, vad=shared, stt=stt.StreamAdapter(stt=providers.stt, vad=shared.listener())
     )
 
 

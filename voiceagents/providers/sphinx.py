@@ -74,7 +74,7 @@ _DECODER: Decoder | None = None
 def _decoder() -> Decoder:
     global _DECODER
     if _DECODER is None:
-        from pocketsphinx import Decoder  # type: ignore[import-untyped]
+        from pocketsphinx import Decoder
 
         # the defaults are the bundled en-us acoustic model, LM and dictionary
         _DECODER = Decoder(loglevel="ERROR")

@@ -30,7 +30,7 @@ def voice_worker(live_server: Any, transactional_db: Any, tmp_path: Any) -> Iter
     with its Prometheus endpoint on `proc.metrics_port`."""
     port = free_port()
     proc = start_agent_worker(VOICE_AGENT_METRICS_PORT=str(port), AGENT_METRICS_DIR=str(tmp_path / "metrics"))
-    proc.metrics_port = port  # type: ignore[attr-defined]
+    proc.metrics_port = port
     yield proc
     proc.stop()
     print(f"--- {proc.name} output ---\n{proc.tail(120)}")  # shown when the test failed

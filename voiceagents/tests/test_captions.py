@@ -135,9 +135,9 @@ def test_install_makes_the_transcript_synchronizer_use_the_fast_detector() -> No
             await sync.aclose()
 
     try:
-        synchronizer.SpeakingRateDetector = SpeakingRateDetector  # type: ignore[misc]
+        synchronizer.SpeakingRateDetector = SpeakingRateDetector
         assert not isinstance(asyncio.run(built_detector()), captions.FastSpeakingRateDetector)
         captions.install()
         assert isinstance(asyncio.run(built_detector()), captions.FastSpeakingRateDetector)
     finally:
-        synchronizer.SpeakingRateDetector = original  # type: ignore[misc]
+        synchronizer.SpeakingRateDetector = original

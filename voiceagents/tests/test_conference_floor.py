@@ -51,7 +51,7 @@ def floor(
     recorder = TranscriptRecorder(0, Speaker("agent", "Computer"), Speaker("", "Someone"))
     return (
         Floor(
-            session=session,  # type: ignore[arg-type]
+            session=session,
             agent=agent,
             recorder=recorder,
             policy=ReplyPolicy(policy, "Computer"),

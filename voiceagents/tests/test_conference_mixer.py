@@ -32,7 +32,7 @@ def values(f: rtc.AudioFrame | None) -> np.ndarray:
 
 
 def mixer(**kwargs: int) -> ConferenceMixer:
-    return ConferenceMixer(sample_rate=RATE, frame_ms=10, jitter_ms=20, max_latency_ms=100, **kwargs)  # type: ignore[arg-type]
+    return ConferenceMixer(sample_rate=RATE, frame_ms=10, jitter_ms=20, max_latency_ms=100, **kwargs)
 
 
 async def _sum_and_clip() -> None:
@@ -127,7 +127,7 @@ def test_attribution_by_energy_survives_the_speaker_leaving() -> None:
 
 
 async def _taps() -> None:
-    m = mixer(mix=False, levels=False)  # type: ignore[arg-type]
+    m = mixer(mix=False, levels=False)
     got: dict[str, list[int]] = {"a": [], "b": []}
     m.add_source("a", tap=lambda f: got["a"].append(int(values(f)[0])))
     m.add_source("b", tap=lambda f: got["b"].append(int(values(f)[0])))

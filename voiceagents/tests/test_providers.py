@@ -206,7 +206,7 @@ def test_pocketsphinx_behind_a_vad_stream_adapter_finds_the_utterance() -> None:
 def _chat(*turns: tuple[str, str]) -> llm.ChatContext:
     ctx = llm.ChatContext.empty()
     for role, text in turns:
-        ctx.add_message(role=role, content=text)  # type: ignore[arg-type]
+        ctx.add_message(role=role, content=text)
     return ctx
 
 
@@ -337,8 +337,8 @@ def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) ->
     assert providers.vad is load_vad(0.4, 0.3)
     assert providers.vad is not load_vad()
     assert providers.vad is not load_vad(0.4)
-    assert providers.vad.inner._opts.min_silence_duration == 0.4  # type: ignore[attr-defined]
-    assert providers.vad.inner._opts.deactivation_threshold == 0.3  # type: ignore[attr-defined]
+    assert providers.vad.inner._opts.min_silence_duration == 0.4
+    assert providers.vad.inner._opts.deactivation_threshold == 0.3
     handling = providers.session_kwargs()["turn_handling"]
     assert handling["endpointing"] == {"min_delay": 0.7}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}
@@ -427,7 +427,7 @@ def test_vad_dates_the_end_of_speech_at_the_last_audible_sound(sentence: str) ->
     # differed by up to 60 ms
     true_end = sum(f.duration for f in frames) - trail
 
-    silero_ends = _speech_ends(load_vad().inner, frames)  # type: ignore[attr-defined]
+    silero_ends = _speech_ends(load_vad().inner, frames)
     our_ends = _speech_ends(load_vad(), frames)
 
     assert len(silero_ends) == len(our_ends) == 1
@@ -515,7 +515,7 @@ def test_vad_end_of_speech_stays_where_silero_put_it_over_loud_background_noise(
             )
         )
 
-    assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)  # type: ignore[attr-defined]
+    assert _speech_ends(load_vad(), noisy) == _speech_ends(load_vad().inner, noisy)
 
 
 def test_trailing_quiet_measures_the_silence_after_the_last_sound() -> None:
@@ -594,12 +594,12 @@ def test_openai_plugins_share_the_process_client_made_in_prewarm(stub: StubServe
 
     async def one_session() -> tuple[Any, str]:
         providers = build_providers(config, settings=settings)
-        clients = {id(providers.llm._client), id(providers.stt._client), id(providers.tts._client)}  # type: ignore[attr-defined]
+        clients = {id(providers.llm._client), id(providers.stt._client), id(providers.tts._client)}
         assert len(clients) == 1
-        client = providers.llm._client  # type: ignore[attr-defined]
+        client = providers.llm._client
         await providers.aclose()
         again = build_providers(config, settings=settings)
-        assert again.llm._client is client  # type: ignore[attr-defined]
+        assert again.llm._client is client
         reply = await again.llm.chat(chat_ctx=_chat(("user", "ping"))).collect()
         await again.aclose()
         return client, reply.text
@@ -633,3 +633,83 @@ def test_session_kwargs_are_accepted_by_agent_session() -> None:
         return seen
 
     assert run(body()) == [("vad", True, True, "vad"), ("stt", True, False, "vad")]
+
+
+class _CountingVAD(vad.VAD):
+    """``inner`` that counts the streams opened on it (each one runs the model)."""
+
+    def __init__(self, inner: vad.VAD) -> None:
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self.streams = 0
+
+    def stream(self) -> vad.VADStream:
+        self.streams += 1
+        return self.inner.stream()
+
+
+def test_one_vad_stream_serves_the_session_and_the_stt_adapter(stub: StubServer) -> None:
+    """A 1:1 session with a non-streaming STT runs the VAD model once per window: the STT's
+    adapter hears the session stream's events, and transcribes its own audio."""
+    from voiceagents.providers.conversation_vad import ConversationVAD
+    from voiceagents.providers.factory import with_one_vad_stream
+
+    providers = with_one_vad_stream(
+        build_providers(dict(FULL_CONFIG, stt_provider="openai"), settings=stub.settings())
+    )
+    assert isinstance(providers.vad, ConversationVAD)
+    assert isinstance(providers.stt, stt.StreamAdapter)
+    assert providers.stt.capabilities.streaming  # so the framework adds no adapter of its own
+    deepgram_providers = with_one_vad_stream(
+        build_providers(dict(FULL_CONFIG, stt_provider="deepgram"), settings=stub.settings())
+    )
+    assert not isinstance(deepgram_providers.vad, ConversationVAD)  # a streaming STT needs none
+
+    speech = speech_frames(
+        "what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.5, trail_silence=1.0
+    )
+    # the framework gives the STT silence while an uninterruptible reply plays, the VAD the real audio
+    silence = [utils.audio.silence_frame_like(f) for f in speech]
+    counting = _CountingVAD(load_vad())
+    shared = ConversationVAD(counting)
+
+    async def body() -> tuple[list[vad.VADEvent], list[vad.VADEvent]]:
+        source, listener = shared.stream(), shared.listener().stream()
+        for real, quiet in zip(speech, silence, strict=True):
+            listener.push_frame(quiet)
+            source.push_frame(real)
+        source.end_input()
+        heard = [ev async for ev in source]
+        listener.end_input()
+        relayed = [ev async for ev in listener]
+        await source.aclose()
+        await listener.aclose()
+        return heard, relayed
+
+    heard, relayed = run(body())
+
+    assert counting.streams == 1
+    assert [ev.type for ev in relayed] == [ev.type for ev in heard]
+    ends = [ev for ev in heard if ev.type == vad.VADEventType.END_OF_SPEECH]
+    relayed_ends = [ev for ev in relayed if ev.type == vad.VADEventType.END_OF_SPEECH]
+    assert len(ends) == len(relayed_ends) == 1
+    loud = np.abs(np.frombuffer(rtc.combine_audio_frames(ends[0].frames).data, dtype=np.int16)).max()
+    own = np.abs(np.frombuffer(rtc.combine_audio_frames(relayed_ends[0].frames).data, dtype=np.int16)).max()
+    assert loud > 1000 and own == 0
+    own_span = sum(f.duration for f in relayed_ends[0].frames)
+    assert abs(own_span - sum(f.duration for f in ends[0].frames)) < 0.05
+
+
+@pytest.mark.parametrize("backend", ["native", "native-thread", "silero"])
+def test_every_vad_backend_hears_one_utterance(backend: str) -> None:
+    frames = speech_frames(
+        "what is your name", sample_rate=48000, frame_ms=20, lead_silence=0.5, trail_silence=1.0
+    )
+    events = stream_events(load_vad(backend=backend), frames)
+    types = [ev.type for ev in events if ev.type != vad.VADEventType.INFERENCE_DONE]
+    assert types == [vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH]
+
+
+def test_an_unknown_vad_backend_is_refused() -> None:
+    with pytest.raises(ProviderConfigError, match="unknown VAD backend"):
+        load_vad(backend="webrtc")

@@ -112,7 +112,7 @@ def test_offline_conversation_end_to_end(live_server: Any, voice_worker: Process
     # The worker's own Prometheus endpoint aggregates what its job process measured.
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{voice_worker.metrics_port}/metrics", timeout=10) as r:  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{voice_worker.metrics_port}/metrics", timeout=10) as r:
         exposition = r.read().decode()
     assert 'agentconnect_turn_latency_seconds_count{stage="llm_ttft"}' in exposition, exposition[:2000]
     assert body["room_name"] not in lk.rooms_existing([body["room_name"]]) or not [

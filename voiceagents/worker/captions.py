@@ -6,15 +6,13 @@ interrupted reply) as they are heard. To pace them it estimates the voice's spea
 a spectral flux over a 1 s window every 0.1 s (``voice/transcription/_speaking_rate.py``),
 computed on the event loop with a Python loop of one FFT per 25 ms frame. With
 preemptive TTS the whole reply is synthesized before the turn ends and reaches the
-synchronizer at once, so the estimate works through all of it in one go: ~100 ms for
-3.6 s of speech, during which the reply's first frame waits to be sent.
+synchronizer at once, so the estimate works through all of it in one go while the
+reply's first frame waits to be sent (figures in docs/benchmarks.md).
 
 ``FastSpeakingRateDetector`` computes the same spectral flux with the frames' FFTs in
 one numpy call, and transforms each 25 ms frame once instead of once for each of the
-ten windows that hold it: the same figures (see the test). On a 1.8 s reply the
-estimate held the event loop ~15 ms with the batched FFTs alone, in the middle of the
-reply's first frame; it is now a few milliseconds, and the stream lets the loop run
-between its input frames, so the first frame goes out while the estimate goes on.
+ten windows that hold it: the same figures (see the test). The stream lets the loop
+run between its input frames, so the first frame goes out while the estimate goes on.
 ``install()`` makes the synchronizer use it. livekit-agents builds its detector from a
 module-level name with no option to pass one, so that name is what ``install()``
 replaces; ``test_captions`` fails if a livekit-agents upgrade moves it.
@@ -67,7 +65,7 @@ class _FastSpeakingRateStream(SpeakingRateStream):
         self._last_magnitudes: np.ndarray | None = None
         self.frames_transformed = 0  # FFTs computed, for the tests
 
-    def _spectral_flux(self, audio: np.ndarray, sample_rate: int) -> float:  # type: ignore[override]
+    def _spectral_flux(self, audio: np.ndarray, sample_rate: int) -> float:
         # the parameters of SpeakingRateStream._spectral_flux: 25 ms frames, 50 % overlap
         frame_length = int(sample_rate * 0.025)
         hop_length = frame_length // 2

@@ -20,6 +20,8 @@ from livekit.agents.llm import ChatMessage
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.voice import events as ev
 
+from agentconnect.metrics import observe_turn
+
 from .reporting import db, session_pk_for_room
 
 logger = logging.getLogger("agentconnect.worker")
@@ -100,7 +102,7 @@ class TranscriptRecorder:
             who = speaker or self.user_speaker
             for name in ("end_of_turn_delay", "transcription_delay"):
                 if name in m:
-                    metrics[name] = m[name]  # type: ignore[literal-required]
+                    metrics[name] = m[name]
             self._last_user_stopped = m.get("stopped_speaking_at") or self._last_user_stopped
         else:
             who = self.agent_speaker
@@ -133,10 +135,6 @@ class TranscriptRecorder:
                 await db(transcript_turn_add, session_pk=self.session_pk, **turn)
             except Exception:
                 logger.exception("could not store a transcript turn", extra={"session_pk": self.session_pk})
-            try:
-                from agentconnect.metrics import observe_turn
-            except ImportError:
-                continue
             observe_turn(turn["metrics"])
 
     async def aclose(self) -> None:

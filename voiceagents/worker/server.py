@@ -9,26 +9,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
+
+from .capacity import Capacity, MemoryWatch, session_fail_if_open, watch_jobs
+from .reporting import db
 
 logger = logging.getLogger("agentconnect.worker")
 
 EXIT_OK = 0
 EXIT_CONNECT_FAILED = 2
+# replaced after AGENT_RECYCLE_AFTER_CONVERSATIONS or over its memory: the supervisor
+# starts a fresh worker (docker's restart policy, systemd Restart=always)
+EXIT_RECYCLE = 3
 
 # What the openai plugins and their HTTP stack import lazily, on first use: the
 # openai SDK (3.x) loads each resource module on first attribute access (so
 # livekit-agents' own `import openai.resources` warm-up loads none of them), and
 # anyio loads its backend under httpcore's first request. In a job that happened
 # on the agent's event loop at session start and at the first turn ("event loop
-# blocked ... importing openai.pagination", 0.1-0.6 s on a busy host; ~45 ms of
-# CPU on a quiet one; bench/bench_dispatch.py). Imported in the forkserver, they
+# blocked ... importing openai.pagination"; bench/bench_dispatch.py). Imported in the forkserver, they
 # are paid once per worker. The forkserver skips a name that fails to import.
 LAZY_PROVIDER_MODULES = (
     "openai.pagination",
@@ -55,20 +61,24 @@ class WorkerSpec:
     metrics_port: int = 0
 
 
-def jobs_load(server: AgentServer) -> float:
-    """Load as the share of conversation slots in use.
+def worker_capacity(*, devmode: bool) -> Capacity:
+    """Load, cap and recycling as the settings configure them (capacity.py)."""
+    threads = settings.AGENT_JOB_EXECUTOR == "thread"
+    return Capacity(
+        # dev: never refuse a job
+        max_jobs=10**6 if devmode else settings.AGENT_MAX_JOBS_PER_WORKER,
+        memory_limit_mb=settings.AGENT_JOB_MEMORY_LIMIT_MB,
+        recycle_after=0 if devmode else settings.AGENT_RECYCLE_AFTER_CONVERSATIONS,
+        memory=MemoryWatch(root_pid=os.getpid(), threads=threads)
+        if settings.AGENT_JOB_MEMORY_LIMIT_MB
+        else None,
+    )
 
-    livekit-agents' default measures the whole machine's CPU, so on a host
-    shared with other services (or a busy CI box) a worker reports itself
-    full with no conversation at all, and LiveKit stops offering it jobs.
-    Slots are what an operator sizes a worker by; CPU is watched by metrics.
-    """
-    return min(len(server.active_jobs) / max(settings.AGENT_MAX_JOBS_PER_WORKER, 1), 1.0)
 
-
-def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
+def build_server(spec: WorkerSpec, *, devmode: bool, capacity: Capacity | None = None) -> AgentServer:
     """Explicit dispatch only: registering with an agent_name means LiveKit never
     sends this worker a job that was not dispatched to that name."""
+    capacity = capacity or worker_capacity(devmode=devmode)
     server = AgentServer(
         setup_fnc=spec.prewarm,
         # dev: no idle pool, a process starts per job; start: prewarmed processes
@@ -76,7 +86,14 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         num_idle_processes=0 if devmode else settings.AGENT_NUM_IDLE_PROCESSES,
         # dev: never refuse a job for load.
         load_threshold=math.inf if devmode else settings.AGENT_LOAD_THRESHOLD,
-        load_fnc=jobs_load,
+        load_fnc=capacity.load,
+        # upstream's monitor kills a job process over this, mid-conversation: the last
+        # resort above our own limit, which lets a conversation finish (capacity.py)
+        job_memory_limit_mb=settings.AGENT_JOB_MEMORY_KILL_MB,
+        job_memory_warn_mb=settings.AGENT_JOB_MEMORY_LIMIT_MB or 1000,
+        job_executor_type=(
+            JobExecutorType.THREAD if settings.AGENT_JOB_EXECUTOR == "thread" else JobExecutorType.PROCESS
+        ),
         drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS,
         max_retry=settings.AGENT_WORKER_MAX_RETRY,
         ws_url=settings.LIVEKIT_URL,
@@ -89,20 +106,30 @@ def build_server(spec: WorkerSpec, *, devmode: bool) -> AgentServer:
         log_level="DEBUG" if devmode else "INFO",
         # Imported once in the forkserver, so each job process starts with the
         # plugins and our runtime already loaded.
-        preload_modules=["voiceagents.providers.factory", spec.entrypoint.__module__, *LAZY_PROVIDER_MODULES],
+        preload_modules=[
+            *(["voiceagents.worker.preload"] if settings.AGENT_PRELOAD_DJANGO else []),
+            "voiceagents.providers.factory",
+            spec.entrypoint.__module__,
+            *LAZY_PROVIDER_MODULES,
+        ],
         prometheus_port=spec.metrics_port or None,
         prometheus_multiproc_dir=(
             str(Path(settings.AGENT_METRICS_DIR) / spec.agent_name) if spec.metrics_port else None
         ),
     )
-    server.rtc_session(spec.entrypoint, agent_name=spec.agent_name)
+    server.rtc_session(spec.entrypoint, agent_name=spec.agent_name, on_request=capacity.on_request)
+    capacity.attach(server)
     return server
 
 
-async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> int:
-    """Run until SIGTERM/SIGINT (drain, then exit 0) or until LiveKit cannot be reached (non-zero)."""
+async def serve(
+    server: AgentServer, *, devmode: bool, drain_timeout: float, capacity: Capacity | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT (drain, then exit 0), until the worker is due for
+    replacement (EXIT_RECYCLE) or until LiveKit cannot be reached (non-zero)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    recycled = False
 
     def request_stop(signame: str) -> None:
         if stopping.is_set():
@@ -126,7 +153,26 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
             logger.warning("drain timeout passed; ending the remaining conversations")
         await server.aclose()
 
+    async def recycle() -> None:
+        nonlocal recycled
+        assert capacity is not None
+        await capacity.recycle_due.wait()
+        logger.info("replacing this worker: %s; no conversation is running", capacity.recycle_reason)
+        recycled = True
+        stopping.set()
+
+    async def fail_lost(room_name: str) -> None:
+        await db(session_fail_if_open, room_name=room_name)
+
     closer = asyncio.create_task(drain_then_close())
+    helpers: list[asyncio.Task[None]] = []
+    if capacity is not None:
+        if capacity.memory is not None:
+            capacity.memory.start()
+        helpers = [
+            asyncio.create_task(recycle(), name="recycle"),
+            asyncio.create_task(watch_jobs(capacity, server, fail_lost), name="watch-jobs"),
+        ]
     try:
         await server.run(devmode=devmode)
     except Exception as exc:
@@ -136,7 +182,11 @@ async def serve(server: AgentServer, *, devmode: bool, drain_timeout: float) -> 
     finally:
         if not closer.done():
             closer.cancel()
-    return EXIT_OK
+        for task in helpers:
+            task.cancel()
+        if capacity is not None and capacity.memory is not None:
+            capacity.memory.stop()
+    return EXIT_RECYCLE if recycled else EXIT_OK
 
 
 def run_worker(spec: WorkerSpec, *, mode: str) -> int:
@@ -147,5 +197,8 @@ def run_worker(spec: WorkerSpec, *, mode: str) -> int:
     if devmode:
         logging.getLogger("agentconnect").setLevel(logging.DEBUG)
         logging.getLogger("livekit.agents").setLevel(logging.DEBUG)
-    server = build_server(spec, devmode=devmode)
-    return asyncio.run(serve(server, devmode=devmode, drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS))
+    capacity = worker_capacity(devmode=devmode)
+    server = build_server(spec, devmode=devmode, capacity=capacity)
+    return asyncio.run(
+        serve(server, devmode=devmode, drain_timeout=settings.AGENT_DRAIN_TIMEOUT_SECONDS, capacity=capacity)
+    )

@@ -48,7 +48,11 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
         # 20 ms frames instead of RoomIO's 50: the VAD hears the end of speech up
         # to 30 ms sooner, for a few more wakeups a second (the conference agent's
         # per-person streams use 20 ms too)
-        audio_input=room_io.AudioInputOptions(frame_size_ms=AUDIO_INPUT_FRAME_MS),
+        audio_input=room_io.AudioInputOptions(
+            frame_size_ms=AUDIO_INPUT_FRAME_MS,
+            # browsers already level the microphone (getUserMedia's autoGainControl)
+            auto_gain_control=settings.AGENT_AUTO_GAIN_CONTROL,
+        ),
         video_input=False,
         text_output=room_io.TextOutputOptions(sync_transcription=settings.AGENT_SYNC_TRANSCRIPTION),
         close_on_disconnect=True,
@@ -100,7 +104,7 @@ async def voice_agent(
 
 
 async def voice_entrypoint(ctx: JobContext) -> None:
-    from voiceagents.providers.factory import ProviderConfigError, build_providers
+    from voiceagents.providers.factory import ProviderConfigError, build_providers, with_one_vad_stream
 
     conversation = Conversation(ctx)
     if not await conversation.prepare():
@@ -109,6 +113,8 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     config = conversation.config
     try:
         providers = build_providers(config, settings=settings)
+        if settings.AGENT_VAD_SHARED_STREAM:
+            providers = with_one_vad_stream(providers)
     except ProviderConfigError as exc:
         await conversation.fail(str(exc))
         return
