@@ -130,15 +130,18 @@ def test_staff_join_from_the_admin_and_the_visitor_hears_them(
         session = session_of(company)
 
         staff = staff_page(browser_run, live_server)
-        # the live view: the request is there, highlighted, with the wait time
-        staff.goto(f"{live_server.url}/staff/handoffs/")
-        row = staff.locator(f'tr.handoff[data-session="{session.session_id}"]')
+        # the console's live view: the request is there, highlighted, with the wait time
+        staff.goto(f"{live_server.url}/admin/console/live/")
+        row = staff.locator(f'tr.handoff-waiting[data-session="{session.session_id}"]')
         expect(row).to_be_visible()
-        expect(row.locator(".wait")).to_contain_text(" s")
+        expect(row.locator(".col-handoff")).to_contain_text("waiting")
+        # and in the sessions list and the waiting list
         staff.goto(f"{live_server.url}/admin/conversation_sessions/conversationsession/")
         expect(staff.locator(".handoff-waiting")).to_contain_text("waiting")
         staff.goto(f"{live_server.url}/staff/handoffs/")
-        staff.locator(f'tr.handoff[data-session="{session.session_id}"] a.join').click()
+        expect(staff.locator(f'tr.handoff[data-session="{session.session_id}"] .wait')).to_contain_text(" s")
+        staff.goto(f"{live_server.url}/admin/console/live/")
+        staff.locator(f'tr.handoff-waiting[data-session="{session.session_id}"] a.handoff-join').click()
         # the call page: the reason and the transcript so far, then Join
         expect(staff.locator("#reason")).to_have_text("The visitor asked for a person.")
         expect(staff.locator("#transcript li").first).to_contain_text("Hello, this is the support agent.")
