@@ -13,21 +13,8 @@ from django.utils.safestring import SafeString
 from agentconnect.errors import ApplicationError
 from console.sessions import as_rows, session_timeline, sessions_with_turn_stats
 
-from .models import ConversationSession, HandoffStatus, ToolCall, VisitorMessage
+from .models import ConversationSession, HandoffStatus, VisitorMessage
 from .services import session_redispatch, session_stop
-
-
-class ToolCallInline(admin.TabularInline):
-    model = ToolCall
-    extra = 0
-    can_delete = False
-    verbose_name_plural = "tool calls (timeline)"
-    fields = ("created_at", "name", "arguments", "result", "error", "duration_ms")
-    readonly_fields = fields
-    ordering = ("created_at", "pk")
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class VisitorMessageInline(admin.TabularInline):
@@ -100,7 +87,8 @@ class ConversationSessionAdmin(admin.ModelAdmin):
         "usage_table",
         "timeline",
     ]
-    inlines = [VisitorMessageInline, ToolCallInline]
+    # tool calls are in the timeline, between the turns around them
+    inlines = [VisitorMessageInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ConversationSession]:
         return sessions_with_turn_stats(super().get_queryset(request))
