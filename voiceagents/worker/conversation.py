@@ -433,11 +433,14 @@ def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
     )
 
 
+def instructions_for(config: dict[str, Any]) -> str:
+    return str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
+
+
 def agent_for(config: dict[str, Any], history: ChatContext | None = None) -> Agent:
-    instructions = str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
     if history is None:
-        return BackchannelTolerantAgent(instructions=instructions)
-    return BackchannelTolerantAgent(instructions=instructions, chat_ctx=history)
+        return BackchannelTolerantAgent(instructions=instructions_for(config))
+    return BackchannelTolerantAgent(instructions=instructions_for(config), chat_ctx=history)
 
 
 def resume_line(config: dict[str, Any]) -> str:
