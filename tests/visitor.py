@@ -27,6 +27,7 @@ class Heard:
     identity: str
     bursts: list[float] = field(default_factory=list)  # monotonic time each burst of sound began
     frames_with_sound: int = 0
+    last_sound: float = 0.0  # monotonic time of the last frame with sound
     _in_burst: bool = False
     _quiet_frames: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -36,6 +37,7 @@ class Heard:
         loud = samples.size > 0 and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > SILENCE_RMS
         if loud:
             self.frames_with_sound += 1
+            self.last_sound = time.monotonic()
             self._quiet_frames = 0
             if not self._in_burst:
                 self._in_burst = True
@@ -153,6 +155,27 @@ class Visitor:
         ended = time.monotonic()
         await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
         return ended
+
+    async def speak_parts(
+        self, parts: tuple[np.ndarray, ...], pauses: tuple[float, ...], *, trailing_silence: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """Publish 48 kHz speech parts with silences between them, in real time; returns
+        each part's (start, end) monotonic times."""
+        if self._source is None:
+            await self.open_microphone()
+        assert self._source is not None
+        per_frame = SAMPLE_RATE * FRAME_MS // 1000
+        times: list[tuple[float, float]] = []
+        for i, part in enumerate(parts):
+            await self._source.wait_for_playout()
+            started = time.monotonic()
+            await self._push(part, per_frame)
+            await self._source.wait_for_playout()
+            times.append((started, time.monotonic()))
+            if i < len(pauses):
+                await self._push(np.zeros(int(SAMPLE_RATE * pauses[i]), dtype=np.int16), per_frame)
+        await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
+        return times
 
     async def open_microphone(self, *, timeout: float = 20.0) -> None:
         """Publish the microphone, sending silence until someone (the agent) has subscribed.
