@@ -60,3 +60,11 @@ def _schedule_reconcile(sender: Celery, **_: object) -> None:
         sender.signature("sessions.tasks.reconcile_sessions"),
         name="reconcile agent sessions with LiveKit",
     )
+    # lost workers must be noticed within seconds: a cheap query of its own, often
+    sender.add_periodic_task(
+        settings.CELERY_WATCHDOG_INTERVAL_SECONDS,
+        sender.signature(
+            "sessions.tasks.watchdog_sessions", expires=settings.CELERY_WATCHDOG_INTERVAL_SECONDS * 2
+        ),
+        name="recover sessions whose agent worker is gone",
+    )

@@ -259,6 +259,17 @@ AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", defau
 # A session still pending this long (its dispatch task never ran: lost in a broker
 # restart) has the task queued again by reconcile, until the dispatch timeout; 0: never.
 AGENT_REQUEUE_AFTER_SECONDS = env.int("AGENT_REQUEUE_AFTER_SECONDS", default=20)
+# An agent lost mid-conversation (job or worker died, drain timeout) is replaced by a
+# new one in the same room this many times per session; once more and it fails.
+AGENT_MAX_RECOVERIES = env.int("AGENT_MAX_RECOVERIES", default=2)
+# A recovering session that no worker took over within this long is failed.
+AGENT_RECOVERY_TIMEOUT_SECONDS = env.int("AGENT_RECOVERY_TIMEOUT_SECONDS", default=30)
+# Each worker's main process stamps the sessions it serves every interval; the
+# watchdog (Celery beat, every CELERY_WATCHDOG_INTERVAL_SECONDS) recovers a session
+# whose stamp is older than the timeout: its whole worker is gone.
+AGENT_HEARTBEAT_INTERVAL_SECONDS = env.float("AGENT_HEARTBEAT_INTERVAL_SECONDS", default=0.5)
+AGENT_HEARTBEAT_TIMEOUT_SECONDS = env.float("AGENT_HEARTBEAT_TIMEOUT_SECONDS", default=2.0)
+CELERY_WATCHDOG_INTERVAL_SECONDS = env.float("CELERY_WATCHDOG_INTERVAL_SECONDS", default=1.0)
 
 # --- Agent workers (manage.py run_voice_agent / run_conference_agent) ------------------
 
@@ -348,7 +359,7 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
 # native-thread (the same, one worker thread per stream as upstream has it) or silero
 # (the plugin's ONNX model). Chosen by bench/bench_capacity.py, docs/benchmarks.md.
-AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
+AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="native")
 if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
     raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
 # One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
@@ -396,6 +407,8 @@ AGENT_SYSTEM_PROMPT = env.str(
     default="You are a helpful, concise voice assistant. Keep answers short and spoken.",
 )
 AGENT_GREETING_MESSAGE = env.str("AGENT_GREETING_MESSAGE", default="Hello! How can I help you today?")
+# What a replacement agent says instead of the greeting (agent profile's resume line first).
+AGENT_RESUME_MESSAGE = env.str("AGENT_RESUME_MESSAGE", default="Sorry, I lost you for a moment.")
 
 # --- AI providers (keys are secrets; base URLs allow OpenAI-compatible servers) --------
 

@@ -137,6 +137,8 @@ class AgentStatusOutput(serializers.Serializer):
     started_at = serializers.DateTimeField(source="agent_started_at", allow_null=True)
     stopped_at = serializers.DateTimeField(source="agent_stopped_at", allow_null=True)
     worker_id = serializers.CharField(source="agent_worker_id")
+    # how many times a lost agent was replaced (status `recovering` while it happens)
+    recovery_count = serializers.IntegerField()
     failure_reason = serializers.SerializerMethodField()
 
     def get_success(self, obj: ConversationSession) -> bool:
@@ -167,6 +169,7 @@ class ActiveAgentOutput(serializers.ModelSerializer):
             "mode",
             "room_name",
             "status",
+            "recovery_count",
             "worker_id",
             "created_at",
             "started_at",

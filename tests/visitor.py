@@ -58,6 +58,9 @@ class Visitor:
         self._source: rtc.AudioSource | None = None
         self.joined_agent = asyncio.Event()
         self.agent_identity: str | None = None
+        # every agent that joined, with the monotonic time the visitor saw it
+        self.agents_seen: list[tuple[str, float]] = []
+        self._agent_changed = asyncio.Event()
 
     async def join(self, url: str, token: str) -> None:
         @self.room.on("track_subscribed")
@@ -81,7 +84,23 @@ class Visitor:
     def _note_agent(self, participant: rtc.RemoteParticipant) -> None:
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             self.agent_identity = participant.identity
+            self.agents_seen.append((participant.identity, time.monotonic()))
             self.joined_agent.set()
+            self._agent_changed.set()
+
+    async def wait_for_new_agent(self, *, other_than: str, timeout: float) -> float:
+        """Until an agent other than `other_than` is in the room; the monotonic time it was seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for identity, seen in self.agents_seen:
+                if identity != other_than:
+                    return seen
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no agent other than {other_than} within {timeout}s")
+            self._agent_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._agent_changed.wait(), remaining)
 
     async def _listen(self, track: rtc.Track, heard: Heard) -> None:
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)

@@ -69,6 +69,12 @@ class VoiceAgent(models.Model):
     mode = models.CharField(max_length=20, choices=AgentMode.choices, default=AgentMode.ONE_TO_ONE)
     system_prompt = models.TextField(blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_LENGTH)])
     greeting_message = models.TextField(blank=True, validators=[MaxLengthValidator(GREETING_MAX_LENGTH)])
+    resume_message = models.TextField(
+        blank=True,
+        validators=[MaxLengthValidator(GREETING_MAX_LENGTH)],
+        help_text="What a replacement agent says after the agent was lost mid-conversation. "
+        "Blank: deployment default (AGENT_RESUME_MESSAGE).",
+    )
     llm_provider = models.CharField(max_length=20, choices=LLMProvider.choices, blank=True)
     llm_model = models.CharField(
         max_length=LLM_MODEL_MAX_LENGTH,

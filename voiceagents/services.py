@@ -32,6 +32,7 @@ def _defaults() -> dict[str, Any]:
         "tts_voice": settings.AGENT_TTS_VOICE,
         "system_prompt": settings.AGENT_SYSTEM_PROMPT,
         "greeting_message": settings.AGENT_GREETING_MESSAGE,
+        "resume_message": settings.AGENT_RESUME_MESSAGE,
         "vad_enabled": settings.AGENT_VAD_ENABLED,
         "allow_interruptions": settings.AGENT_ALLOW_INTERRUPTIONS,
         "turn_detection": "",

@@ -152,7 +152,7 @@ class Providers:
 _VAD_LOCK = threading.Lock()
 _VADS: dict[tuple[float, float, str], vad.VAD] = {}
 VAD_BACKENDS = ("native", "native-thread", "silero")
-DEFAULT_VAD_BACKEND = "silero"
+DEFAULT_VAD_BACKEND = "native"
 
 
 class InlineExecutor(concurrent.futures.Executor):

@@ -15,6 +15,7 @@ from .conversation import (
     Speaker,
     agent_for,
     build_agent_session,
+    resume_line,
     wait_for_identity,
 )
 
@@ -88,15 +89,19 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         )
         return
 
+    history = await conversation.resume_history()
     session = build_agent_session(config, providers)
     conversation.attach(session, user=Speaker(identity=visitor.identity, name=visitor.name or "Visitor"))
     await session.start(
-        agent=agent_for(config),
+        agent=agent_for(config, history),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,
     )
-    greeting = str(config.get("greeting_message") or "")
-    if greeting:
-        session.say(greeting, allow_interruptions=bool(config.get("allow_interruptions", True)))
+    allow_interruptions = bool(config.get("allow_interruptions", True))
+    if conversation.recovering:
+        # The visitor was greeted by the agent that was lost: one short line, then carry on.
+        session.say(resume_line(config), allow_interruptions=allow_interruptions)
+    elif greeting := str(config.get("greeting_message") or ""):
+        session.say(greeting, allow_interruptions=allow_interruptions)
     await joined

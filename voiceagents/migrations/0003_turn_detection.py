@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("voiceagents", "0001_initial"),
+        ("voiceagents", "0002_recovery"),
     ]
 
     operations = [
