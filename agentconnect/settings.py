@@ -410,6 +410,16 @@ AGENT_GREETING_MESSAGE = env.str("AGENT_GREETING_MESSAGE", default="Hello! How c
 # What a replacement agent says instead of the greeting (agent profile's resume line first).
 AGENT_RESUME_MESSAGE = env.str("AGENT_RESUME_MESSAGE", default="Sorry, I lost you for a moment.")
 
+# --- Company HTTP tools (docs/security.md) ----------------------------------------------
+
+# Tool URLs resolving to loopback, private or link-local addresses are refused (the agent
+# must not become a way into our own network); tests and a local demo switch this on.
+COMPANY_TOOLS_ALLOW_PRIVATE_ADDRESSES = env.bool("COMPANY_TOOLS_ALLOW_PRIVATE_ADDRESSES", default=False)
+# Extra CA certificates (PEM file) trusted for tool calls besides the system's; blank: none.
+COMPANY_TOOLS_CA_FILE = env.str("COMPANY_TOOLS_CA_FILE", default="")
+# A staff member's token for joining a handoff: short, since it is minted at the click.
+LIVEKIT_STAFF_TOKEN_TTL_SECONDS = env.int("LIVEKIT_STAFF_TOKEN_TTL_SECONDS", default=120)
+
 # --- AI providers (keys are secrets; base URLs allow OpenAI-compatible servers) --------
 
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -113,6 +115,27 @@ class VoiceAgent(models.Model):
         default=ReplyPolicy.ALWAYS,
         help_text="Conference agents only: answer every turn, or only when addressed by name.",
     )
+    # Tools the LLM may call (one-to-one agents).
+    tool_end_call = models.BooleanField(
+        "end_call", default=False, help_text="The agent may end the call when the visitor is done."
+    )
+    tool_take_message = models.BooleanField(
+        "take_message", default=False, help_text="The agent may take a message (name, contact, message)."
+    )
+    tool_transfer_to_human = models.BooleanField(
+        "transfer_to_human", default=False, help_text="The agent may ask staff to join the call."
+    )
+    handoff_timeout_seconds = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        help_text="How long the visitor waits for a person before the agent comes back.",
+    )
+    http_tools: models.ManyToManyField[CompanyTool, Any] = models.ManyToManyField(
+        "CompanyTool",
+        blank=True,
+        related_name="agents",
+        help_text="The company's HTTP tools this agent may call.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -149,3 +172,70 @@ class VoiceAgent(models.Model):
             raise ValidationError(
                 {"max_endpointing_delay": "The maximum endpointing delay must not be below the minimum."}
             )
+
+
+def new_signing_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+class CompanyTool(models.Model):
+    """An HTTP endpoint of the company the agent may call, with JSON arguments the LLM fills in.
+
+    Each call is a POST of the arguments, signed with ``signing_secret``
+    (docs/security.md, "Company HTTP tools"); the JSON answer goes back to the LLM.
+    """
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=64, help_text="What the LLM calls it: letters, digits, underscores.")
+    description = models.TextField(max_length=1000, help_text="Tells the LLM when and how to use the tool.")
+    parameters = models.JSONField(
+        "arguments schema",
+        default=dict,
+        help_text='A JSON Schema for the arguments, e.g. {"type": "object", "properties": '
+        '{"order": {"type": "string"}}, "required": ["order"]}.',
+    )
+    url = models.URLField("HTTPS URL", max_length=500)
+    # Shared with the company's endpoint; never shown after it is set (admin, API, logs).
+    signing_secret = models.CharField(max_length=128, default=new_signing_secret)
+    timeout_seconds = models.FloatField(
+        default=5.0, validators=[MinValueValidator(0.5), MaxValueValidator(30)]
+    )
+    max_response_bytes = models.PositiveIntegerField(
+        default=65536, validators=[MinValueValidator(256), MaxValueValidator(1_048_576)]
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "company_tools"
+        ordering = ["company__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["company", "name"], name="company_tool_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.company})"
+
+    def __repr__(self) -> str:
+        # the secret stays out of reprs, and so out of tracebacks and logs
+        return f"<CompanyTool {self.pk} {self.name!r}>"
+
+    def clean(self) -> None:
+        from .tool_rules import tool_name_validate, tool_schema_validate, tool_url_validate
+
+        errors: dict[str, list[ValidationError]] = {}
+        for field, check in (
+            ("name", lambda: tool_name_validate(self.name)),
+            ("parameters", lambda: tool_schema_validate(self.parameters)),
+            (
+                "url",
+                lambda: tool_url_validate(
+                    self.url, allow_private=settings.COMPANY_TOOLS_ALLOW_PRIVATE_ADDRESSES
+                ),
+            ),
+        ):
+            try:
+                check()
+            except ValidationError as exc:
+                errors.setdefault(field, []).append(exc)
+        if errors:
+            raise ValidationError(errors)

@@ -23,6 +23,7 @@ from livekit.agents.voice import events as ev
 
 from agentconnect.metrics import observe_turn
 
+from .backchannel import BackchannelTolerantAgent
 from .reporting import db, session_for_room
 
 logger = logging.getLogger("agentconnect.worker")
@@ -432,13 +433,14 @@ def build_agent_session(config: dict[str, Any], providers: Any) -> AgentSession:
     )
 
 
-def agent_for(config: dict[str, Any], history: ChatContext | None = None) -> Agent:
-    from .backchannel import BackchannelTolerantAgent
+def instructions_for(config: dict[str, Any]) -> str:
+    return str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
 
-    instructions = str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
+
+def agent_for(config: dict[str, Any], history: ChatContext | None = None) -> Agent:
     if history is None:
-        return BackchannelTolerantAgent(instructions=instructions)
-    return BackchannelTolerantAgent(instructions=instructions, chat_ctx=history)
+        return BackchannelTolerantAgent(instructions=instructions_for(config))
+    return BackchannelTolerantAgent(instructions=instructions_for(config), chat_ctx=history)
 
 
 def resume_line(config: dict[str, Any]) -> str:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from django.conf import settings
-from livekit.agents import AutoSubscribe, JobContext, JobProcess, room_io
+from livekit.agents import AgentSession, AutoSubscribe, JobContext, JobProcess, room_io
+from livekit.agents.llm import ChatContext
 
 from . import captions
 from .conversation import (
     SESSION_HOST,
     Conversation,
     Speaker,
-    agent_for,
     build_agent_session,
+    instructions_for,
     resume_line,
     wait_for_identity,
 )
+from .handoff import Handoff, HandoffAgent
+from .reporting import db
+from .tools import ToolHooks, build_tools, tool_spec_for_session
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -59,6 +64,59 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
     )
 
 
+async def voice_agent(
+    conversation: Conversation,
+    session: AgentSession,
+    *,
+    visitor: Speaker,
+    stt_plugin: Any,
+    history: ChatContext | None = None,
+) -> HandoffAgent:
+    """The profile's agent with its tools, bound to this conversation and its handoff."""
+    from sessions.models import END_REASON_AGENT
+    from sessions.tools import session_end_reason_set
+
+    assert conversation.session_pk is not None and conversation.recorder is not None
+    session_pk = conversation.session_pk
+    spec = await db(tool_spec_for_session, session_pk=session_pk)
+    handoff = Handoff(
+        room=conversation.ctx.room,
+        session_pk=session_pk,
+        timeout=spec.handoff_timeout,
+        recorder=conversation.recorder,
+        visitor=visitor,
+        stt_plugin=stt_plugin,
+    )
+    handoff.bind(session)
+
+    async def close_handoff(_: str) -> None:
+        await handoff.aclose()
+
+    conversation.ctx.add_shutdown_callback(close_handoff)
+
+    async def on_end_call() -> None:
+        await db(session_end_reason_set, session_pk=session_pk, reason=END_REASON_AGENT)
+
+    hooks = ToolHooks(
+        session_pk=session_pk,
+        session_id=str(conversation.config.get("session_id") or ""),
+        on_end_call=on_end_call,
+        on_transfer=handoff.request,
+    )
+    config = conversation.config
+    if history is None:
+        return HandoffAgent(
+            handoff=handoff, instructions=instructions_for(config), tools=build_tools(spec, hooks)
+        )
+    # a resumed conversation carries on from every stored turn
+    return HandoffAgent(
+        handoff=handoff,
+        instructions=instructions_for(config),
+        tools=build_tools(spec, hooks),
+        chat_ctx=history,
+    )
+
+
 async def voice_entrypoint(ctx: JobContext) -> None:
     from voiceagents.providers.factory import ProviderConfigError, build_providers, with_one_vad_stream
 
@@ -91,9 +149,12 @@ async def voice_entrypoint(ctx: JobContext) -> None:
 
     history = await conversation.resume_history()
     session = build_agent_session(config, providers)
-    conversation.attach(session, user=Speaker(identity=visitor.identity, name=visitor.name or "Visitor"))
+    speaker = Speaker(identity=visitor.identity, name=visitor.name or "Visitor")
+    conversation.attach(session, user=speaker)
     await session.start(
-        agent=agent_for(config, history),
+        agent=await voice_agent(
+            conversation, session, visitor=speaker, stt_plugin=providers.stt, history=history
+        ),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,

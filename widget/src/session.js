@@ -14,6 +14,8 @@ import { WidgetError } from './api.js';
 
 // Names from livekit-agents (livekit/agents/types.py); the agent publishes them.
 export const ATTRIBUTE_AGENT_STATE = 'lk.agent.state';
+// Set by the agent during a handoff to a person: waiting, connected, missed.
+export const ATTRIBUTE_HANDOFF = 'agentconnect.handoff';
 export const TOPIC_TRANSCRIPTION = 'lk.transcription';
 export const ATTRIBUTE_SEGMENT_ID = 'lk.segment_id';
 export const ATTRIBUTE_FINAL = 'lk.transcription_final';
@@ -229,6 +231,9 @@ export class VoiceSession {
         if (p.identity === this.agentIdentity) this.agentLeft();
       }))
       .on(RoomEvent.ParticipantAttributesChanged, mine((changed, p) => {
+        if (ATTRIBUTE_HANDOFF in changed && p.kind === ParticipantKind.AGENT) {
+          this.emit('handoff', { state: changed[ATTRIBUTE_HANDOFF] });
+        }
         if (ATTRIBUTE_AGENT_STATE in changed && p.kind === ParticipantKind.AGENT) {
           if (!this.agentIdentity) {
             this.agentJoined(p);
