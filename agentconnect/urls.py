@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/livekit-agents/", include("sessions.urls")),
     path("api/v1/console/export", ExportView.as_view(), name="console-export"),
     path("demo/", include("demo.urls")),
+    path("staff/", include("sessions.staff_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path(

@@ -186,33 +186,22 @@ def ensure_database(env: dict[str, str]) -> None:
 
 
 def livekit_config(env: dict[str, str]) -> Path:
+    from agentconnect.livekit_config import NodeConfig, render
+
     WORK.mkdir(parents=True, exist_ok=True)
     path = WORK / "livekit.yaml"
     path.write_text(
-        "\n".join(
-            [
-                "# written by bench/_stack.py; loopback only",
-                f"port: {LIVEKIT_PORT}",
-                "bind_addresses: [127.0.0.1]",
-                "log_level: info",
-                "rtc:",
-                f"  tcp_port: {RTC_TCP_PORT}",
-                f"  udp_port: {RTC_UDP_PORT}",
-                "  use_external_ip: false",
-                "  node_ip: 127.0.0.1",
-                "  enable_loopback_candidate: true",
-                "  ips:",
-                "    includes: [127.0.0.1/32]",
-                "keys:",
-                f"  {LIVEKIT_KEY}: {env['LIVEKIT_API_SECRET']}",
-                "webhook:",
-                f"  api_key: {LIVEKIT_KEY}",
-                f"  urls: [http://127.0.0.1:{DJANGO_PORT}/api/v1/livekit-agents/webhook]",
-                "room:",
-                "  empty_timeout: 30",
-                "  departure_timeout: 5",
-                "",
-            ]
+        render(
+            NodeConfig(
+                port=LIVEKIT_PORT,
+                rtc_tcp_port=RTC_TCP_PORT,
+                rtc_udp_port=RTC_UDP_PORT,
+                key=LIVEKIT_KEY,
+                secret=env["LIVEKIT_API_SECRET"],
+                webhook_urls=(f"http://127.0.0.1:{DJANGO_PORT}/api/v1/livekit-agents/webhook",),
+                empty_timeout=30,
+                departure_timeout=5,
+            )
         )
     )
     path.chmod(0o600)

@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions.models import LIVE_STATUSES, AgentStatus, ConversationSession, TranscriptTurn
+from sessions.models import LIVE_STATUSES, AgentStatus, ConversationSession, HandoffStatus, TranscriptTurn
 
 from .stats import TOTAL_METRIC, metric
 
@@ -81,6 +81,21 @@ def live_row(session: ConversationSession, now: datetime) -> dict[str, Any]:
         "turns": getattr(session, "turn_count", 0),
         "last_latency": getattr(session, "last_latency", None),
         "actions": row_actions(session),
+        "handoff": handoff_cell(session),
+    }
+
+
+def handoff_cell(session: ConversationSession) -> dict[str, Any] | None:
+    """A handoff to a person, if one was asked for; a waiting one is highlighted with Join."""
+    if not session.handoff_status:
+        return None
+    wait = session.handoff_wait_seconds
+    return {
+        "status": session.handoff_status,
+        "waiting": session.handoff_status == HandoffStatus.REQUESTED,
+        "reason": session.handoff_reason,
+        "wait_seconds": round(wait, 1) if wait is not None else None,
+        "join_url": reverse("staff-call", args=[session.pk]),
     }
 
 

@@ -44,29 +44,45 @@ class TimelineTurn:
 
 
 def session_timeline(session: ConversationSession) -> list[TimelineTurn]:
-    """The turns in order, each with its latency parts and the slowest one marked."""
+    """The turns in order, each with its latency parts and the slowest one marked; the agent's
+    tool calls between them, each with its arguments, its result or error, and its duration."""
+    import json
+    from datetime import timedelta
+
     origin = session.agent_started_at or session.created_at
-    rows = []
+    timed: list[tuple[datetime, int, TimelineTurn]] = []
     for turn in session.turns.order_by("sequence"):
         figures = {k: float(v) for k, v in (turn.metrics or {}).items() if k in TURN_METRICS}
         parts = [(name, figures[name]) for name in PART_METRICS if name in figures]
         slowest = max(parts, key=lambda p: p[1])[0] if parts else None
-        rows.append(
-            TimelineTurn(
-                sequence=turn.sequence,
-                role=turn.role,
-                speaker=turn.speaker_name or turn.speaker_identity or turn.role,
-                started_at=turn.started_at,
-                offset_seconds=(turn.started_at - origin).total_seconds()
-                if turn.started_at and origin
-                else None,
-                text=turn.text,
-                interrupted=turn.interrupted,
-                total=figures.get(TOTAL_METRIC),
-                parts=[(TURN_METRICS[name], value, name == slowest) for name, value in parts],
-            )
+        row = TimelineTurn(
+            sequence=turn.sequence,
+            role=turn.role,
+            speaker=turn.speaker_name or turn.speaker_identity or turn.role,
+            started_at=turn.started_at,
+            offset_seconds=(turn.started_at - origin).total_seconds() if turn.started_at and origin else None,
+            text=turn.text,
+            interrupted=turn.interrupted,
+            total=figures.get(TOTAL_METRIC),
+            parts=[(TURN_METRICS[name], value, name == slowest) for name, value in parts],
         )
-    return rows
+        timed.append((turn.started_at or turn.created_at, len(timed), row))
+    for call in session.tool_calls.order_by("created_at", "pk"):
+        started = call.created_at - timedelta(milliseconds=call.duration_ms)
+        outcome = f"error: {call.error}" if call.error else json.dumps(call.result, ensure_ascii=False)
+        row = TimelineTurn(
+            sequence=0,
+            role="tool",
+            speaker=f"tool {call.name}",
+            started_at=started,
+            offset_seconds=(started - origin).total_seconds() if origin else None,
+            text=f"{json.dumps(call.arguments, ensure_ascii=False)} → {outcome}",
+            interrupted=False,
+            total=None,
+            parts=[("duration", call.duration_ms / 1000, bool(call.error))],
+        )
+        timed.append((started, len(timed), row))
+    return [row for _, _, row in sorted(timed, key=lambda t: (t[0], t[1]))]
 
 
 def as_rows(data: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,13 +6,27 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from agentconnect.errors import ApplicationError
 from console.sessions import as_rows, session_timeline, sessions_with_turn_stats
 
-from .models import ConversationSession
+from .models import ConversationSession, HandoffStatus, VisitorMessage
 from .services import session_redispatch, session_stop
+
+
+class VisitorMessageInline(admin.TabularInline):
+    model = VisitorMessage
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "messages taken for staff"
+    fields = ("created_at", "name", "contact", "message")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(ConversationSession)
@@ -20,6 +34,7 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     list_display = (
         "session_id",
         "agent_status",
+        "recovery_count",
         "company",
         "agent",
         "mode",
@@ -28,12 +43,13 @@ class ConversationSessionAdmin(admin.ModelAdmin):
         "duration",
         "turns",
         "median_turn_latency",
+        "handoff",
         "short_failure_reason",
     )
-    list_filter = ("agent_status", "mode", "company", "agent", "created_at")
+    list_filter = ("agent_status", "handoff_status", "mode", "company", "agent", "created_at")
     search_fields = ("session_id", "agent_room_name")
     date_hierarchy = "created_at"
-    list_select_related = ("company", "agent")
+    list_select_related = ("company", "agent", "handoff_joined_by")
     ordering = ("-created_at",)
     actions = ("stop_agent", "redispatch_agent")
     # Read-only: a session's record is written by the API, the worker and LiveKit, never by hand.
@@ -48,7 +64,16 @@ class ConversationSessionAdmin(admin.ModelAdmin):
                     ("created_at", "agent_started_at", "agent_stopped_at", "duration"),
                     ("agent_room_name", "agent_worker_id", "agent_identity"),
                     ("visitor_identity", "dispatch_id", "redispatch_of"),
-                    "failure_reason",
+                    ("failure_reason", "end_reason"),
+                )
+            },
+        ),
+        (
+            "Handoff to a person",
+            {
+                "fields": (
+                    ("handoff", "handoff_reason"),
+                    ("handoff_requested_at", "handoff_joined_at", "handoff_missed_at", "handoff_joined_by"),
                 )
             },
         ),
@@ -58,10 +83,13 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     )
     readonly_fields = [f.name for f in ConversationSession._meta.fields] + [
         "duration",
+        "handoff",
         "config_table",
         "usage_table",
         "timeline",
     ]
+    # tool calls are in the timeline, between the turns around them
+    inlines = [VisitorMessageInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ConversationSession]:
         return sessions_with_turn_stats(super().get_queryset(request))
@@ -108,6 +136,23 @@ class ConversationSessionAdmin(admin.ModelAdmin):
             return "—"
         minutes, sec = divmod(int(seconds), 60)
         return f"{minutes}:{sec:02d}"
+
+    @admin.display(description="handoff")
+    def handoff(self, obj: ConversationSession) -> str:
+        wait = obj.handoff_wait_seconds
+        if obj.handoff_status == HandoffStatus.REQUESTED and not obj.is_terminal:
+            # highlighted: a visitor is waiting for a person now
+            return format_html(
+                '<span class="handoff-waiting" style="background:#fff3cd;padding:2px 6px;font-weight:bold">'
+                'waiting {} s</span> <a class="button" href="{}">Join</a>',
+                int(wait or 0),
+                reverse("staff-call", args=[obj.pk]),
+            )
+        if not obj.handoff_status:
+            return "—"
+        who = obj.handoff_joined_by.get_username() if obj.handoff_joined_by else ""
+        label = obj.get_handoff_status_display() + (f" ({who})" if who else "")
+        return f"{label}, waited {int(wait or 0)} s"
 
     @admin.display(description="failure reason")
     def short_failure_reason(self, obj: ConversationSession) -> str:

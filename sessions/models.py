@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from voiceagents.catalog import AgentMode
@@ -15,6 +16,9 @@ class AgentStatus(models.TextChoices):
     DISPATCHING = "dispatching"
     STARTING = "starting"
     ACTIVE = "active"
+    # The agent was lost (its job or worker died, or its worker drained) without a
+    # stop being asked for: a new agent is on its way to the same room.
+    RECOVERING = "recovering"
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -25,6 +29,16 @@ TERMINAL_STATUSES = frozenset({AgentStatus.STOPPED, AgentStatus.FAILED})
 LIVE_STATUSES = frozenset(set(AgentStatus) - TERMINAL_STATUSES)
 # Live and not being stopped: a session an agent may still join.
 WANTS_AGENT_STATUSES = LIVE_STATUSES - {AgentStatus.STOPPING}
+
+
+class HandoffStatus(models.TextChoices):
+    NONE = "", "none"
+    REQUESTED = "requested", "waiting for a person"
+    JOINED = "joined", "a person joined"
+    MISSED = "missed", "nobody joined in time"
+
+
+END_REASON_AGENT = "ended by the agent"
 
 
 class ConversationSession(models.Model):
@@ -47,9 +61,25 @@ class ConversationSession(models.Model):
     visitor_identity = models.CharField(max_length=128)
     dispatch_id = models.CharField(max_length=128, blank=True)
     failure_reason = models.TextField(blank=True)
+    # How many times an agent lost mid-conversation was replaced (AGENT_MAX_RECOVERIES).
+    recovery_count = models.PositiveSmallIntegerField(default=0)
+    # Written by the serving worker's main process while the job runs; a stale
+    # value means the whole worker is gone (the watchdog recovers the session).
+    agent_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Totals reported by the agent worker: llm_prompt_tokens, llm_completion_tokens,
     # stt_audio_seconds, tts_characters, tts_audio_seconds.
     usage = models.JSONField(default=dict, blank=True)
+    # Why a stopped session ended, when something other than a hang-up ended it.
+    end_reason = models.CharField(max_length=200, blank=True)
+    # Handoff to a person (the transfer_to_human tool, "Join" in the admin).
+    handoff_status = models.CharField(max_length=20, choices=HandoffStatus.choices, blank=True, default="")
+    handoff_reason = models.TextField(blank=True)
+    handoff_requested_at = models.DateTimeField(null=True, blank=True)
+    handoff_joined_at = models.DateTimeField(null=True, blank=True)
+    handoff_missed_at = models.DateTimeField(null=True, blank=True)
+    handoff_joined_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     redispatch_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="redispatches"
     )
@@ -70,6 +100,9 @@ class ConversationSession(models.Model):
                 name="session_failed_has_reason",
             ),
             models.CheckConstraint(condition=models.Q(mode__in=AgentMode.values), name="session_valid_mode"),
+            models.CheckConstraint(
+                condition=models.Q(handoff_status__in=HandoffStatus.values), name="session_valid_handoff"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -86,6 +119,18 @@ class ConversationSession(models.Model):
         if self.agent_stopped_at is None:
             return None
         return (self.agent_stopped_at - self.agent_started_at).total_seconds()
+
+    @property
+    def handoff_wait_seconds(self) -> float | None:
+        """How long the visitor waited (or has waited so far) for a person."""
+        from django.utils import timezone
+
+        if self.handoff_requested_at is None:
+            return None
+        until = self.handoff_joined_at or self.handoff_missed_at
+        if until is None:
+            until = self.agent_stopped_at if self.is_terminal and self.agent_stopped_at else timezone.now()
+        return max((until - self.handoff_requested_at).total_seconds(), 0.0)
 
 
 class CompanyLiveSessions(models.Model):
@@ -144,3 +189,39 @@ class TranscriptTurn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id}#{self.sequence} {self.role}: {self.text[:40]}"
+
+
+class ToolCall(models.Model):
+    """One call the agent's LLM made to a tool, as it happened."""
+
+    session = models.ForeignKey(ConversationSession, on_delete=models.CASCADE, related_name="tool_calls")
+    name = models.CharField(max_length=64)
+    arguments = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "session_tool_calls"
+        ordering = ["session", "created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.name}"
+
+
+class VisitorMessage(models.Model):
+    """A message the agent took for staff (the take_message tool)."""
+
+    session = models.ForeignKey(ConversationSession, on_delete=models.CASCADE, related_name="messages")
+    name = models.CharField(max_length=200)
+    contact = models.CharField(max_length=200)
+    message = models.TextField(max_length=4000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "session_visitor_messages"
+        ordering = ["session", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.contact})"

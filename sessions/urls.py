@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import views, webhooks
+from . import handoff_views, views, webhooks
 
 app_name = "livekit_agents"
 
@@ -34,6 +34,23 @@ urlpatterns = [
         r"^sessions/(?P<session_id>[^/]{1,200})/transcript$",
         views.TranscriptView.as_view({"get": "retrieve"}),
         name="transcript",
+    ),
+    path("handoffs", handoff_views.HandoffViewSet.as_view({"get": "waiting"}), name="handoffs"),
+    # any id reaches the view, which answers 404 in the API's shape for one that is not a number
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)$",
+        handoff_views.HandoffViewSet.as_view({"get": "retrieve"}),
+        name="handoff",
+    ),
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)/join$",
+        handoff_views.HandoffViewSet.as_view({"post": "join"}),
+        name="handoff-join",
+    ),
+    re_path(
+        r"^handoffs/(?P<pk>[^/]+)/end$",
+        handoff_views.HandoffViewSet.as_view({"post": "end"}),
+        name="handoff-end",
     ),
     path("webhook", webhooks.livekit_webhook, name="webhook"),
 ]

@@ -47,6 +47,8 @@ _SETTINGS = (
     "api_key",
     "min_endpointing_ms",
     "energy_threshold",
+    "tool_triggers",
+    "tool_reply_template",
 )
 
 
@@ -94,6 +96,8 @@ class StubState:
         api_key: str | None = None,
         min_endpointing_ms: int = 300,
         energy_threshold: float = 300.0,
+        tool_triggers: dict[str, dict[str, Any]] | None = None,
+        tool_reply_template: str = "The tool {name} answered: {content}",
     ) -> None:
         self.reply_template = reply_template
         """chat reply to the last user message; ``{text}`` is that message"""
@@ -110,6 +114,12 @@ class StubState:
         (the plugin asks for 25 ms, which an energy endpointer would split words on)"""
         self.energy_threshold = energy_threshold
         """Deepgram: RMS (int16 units) above which a 10 ms window counts as speech"""
+        self.tool_triggers: dict[str, dict[str, Any]] = dict(tool_triggers or {})
+        """chat: a phrase (matched case-insensitively in the last user message) -> the tool
+        call to make instead of a text reply, ``{"name": ..., "arguments": {...}}``; made
+        only when the request offers a function of that name"""
+        self.tool_reply_template = tool_reply_template
+        """chat reply when the last message is a tool's output: ``{name}``, ``{content}``"""
         self._initial_settings = {name: getattr(self, name) for name in _SETTINGS}
         self._lock = threading.Condition()
         self._behaviours: dict[str, Behaviour] = {e: Behaviour() for e in ENDPOINTS}
@@ -151,7 +161,7 @@ class StubState:
         endpoint ok with no latency, no recorded requests."""
         with self._lock:
             for name, value in self._initial_settings.items():
-                setattr(self, name, value)
+                setattr(self, name, copy.copy(value))
             self._behaviours = {e: Behaviour() for e in ENDPOINTS}
             self._requests = {e: [] for e in ENDPOINTS}
 
@@ -161,6 +171,17 @@ class StubState:
         if not user_text:
             return self.greeting_reply
         return self.reply_template.format(text=user_text)
+
+    def tool_call_for(self, user_text: str, offered: set[str]) -> dict[str, Any] | None:
+        """The tool call a trigger phrase in ``user_text`` asks for, among ``offered`` tools."""
+        lowered = user_text.lower()
+        for phrase, call in self.tool_triggers.items():
+            if phrase.lower() in lowered and call.get("name") in offered:
+                return {"name": str(call["name"]), "arguments": dict(call.get("arguments") or {})}
+        return None
+
+    def reply_for_tool(self, name: str, content: str) -> str:
+        return self.tool_reply_template.format(name=name, content=content)
 
     def check_key(self, presented: str | None) -> bool:
         if not presented:
@@ -203,7 +224,7 @@ class StubState:
         """Apply a control message: ``{"reset": true}``, ``{"endpoint": "chat", "mode":
         "error", "latency": 0.5, "status": 503}`` and/or ``{"settings": {...}}`` with any
         of reply_template, greeting_reply, fixed_transcript, fallback_transcript, api_key,
-        min_endpointing_ms, energy_threshold."""
+        min_endpointing_ms, energy_threshold, tool_triggers, tool_reply_template."""
         if payload.get("reset"):
             self.reset()
         if "endpoint" in payload:
@@ -236,6 +257,8 @@ class StubState:
                     "api_key_required": self.api_key is not None,
                     "min_endpointing_ms": self.min_endpointing_ms,
                     "energy_threshold": self.energy_threshold,
+                    "tool_triggers": self.tool_triggers,
+                    "tool_reply_template": self.tool_reply_template,
                 },
             }
 

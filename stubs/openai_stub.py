@@ -6,7 +6,11 @@ same server stands in for both providers:
 - ``POST /chat/completions``: deterministic reply (``StubState.reply_template``) to the
   last user message, as SSE ``chat.completion.chunk`` events ending ``data: [DONE]``,
   with a usage chunk when ``stream_options.include_usage`` is set (or one JSON body
-  without ``stream``).
+  without ``stream``). A trigger phrase (``StubState.tool_triggers``) in that message
+  makes it call one of the request's ``tools`` instead, streamed as ``tool_calls``
+  deltas (the name first, the arguments in fragments, ``finish_reason: tool_calls``);
+  when the last message is a tool's output, the reply quotes it
+  (``StubState.tool_reply_template``).
 - ``POST /audio/transcriptions``: multipart upload; the text is pocketsphinx's real
   transcription of the audio (``json``, ``verbose_json`` or ``text``).
 - ``POST /audio/speech``: espeak-ng speaking ``input`` at 24 kHz mono in the requested
@@ -39,6 +43,8 @@ SPEECH_SAMPLE_RATE = 24000  # what OpenAI's pcm format is
 MAX_SPEECH_INPUT = 4096  # OpenAI rejects longer input
 # ~100 ms of 24 kHz s16le per chunk: small enough that a client sees audio early
 _AUDIO_CHUNK_BYTES = 4800
+# characters of a tool call's arguments per streamed delta: a client must join fragments
+_ARGUMENT_FRAGMENT = 8
 # speech already rendered, by (input, rate, format): a repeated reply is answered at once,
 # as a provider "answering instantly" would, instead of after ~10-30 ms of espeak-ng
 _SPEECH_CACHE: OrderedDict[tuple[str, int, str], tuple[bytes, str]] = OrderedDict()
@@ -104,6 +110,24 @@ def _message_text(message: dict[str, Any]) -> str:
     return ""
 
 
+def _offered_tools(body: dict[str, Any]) -> set[str]:
+    names = set()
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            names.add(str((tool.get("function") or {}).get("name") or ""))
+    return names
+
+
+def _tool_name(messages: list[Any], tool_message: dict[str, Any]) -> str:
+    """The function name of the call a tool message answers (it carries only the call id)."""
+    call_id = tool_message.get("tool_call_id")
+    for message in reversed(messages):
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            if call.get("id") == call_id:
+                return str((call.get("function") or {}).get("name") or "")
+    return ""
+
+
 def _count_tokens(text: str) -> int:
     # a word is a token here: deterministic, and close enough for usage plumbing
     return len(text.split())
@@ -123,12 +147,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = body.get("messages") or []
     user_texts = [_message_text(m) for m in messages if m.get("role") == "user"]
     user_text = next((t.strip() for t in reversed(user_texts) if t.strip()), "")
-    reply = state.reply_for(user_text)
+    tool_call: dict[str, Any] | None = None
+    last = messages[-1] if messages else {}
+    if isinstance(last, dict) and last.get("role") == "tool":
+        reply = state.reply_for_tool(_tool_name(messages, last), _message_text(last))
+    else:
+        tool_call = state.tool_call_for(user_text, _offered_tools(body))
+        reply = "" if tool_call else state.reply_for(user_text)
     model = str(body.get("model") or "stub-model")
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     prompt_tokens = sum(_count_tokens(_message_text(m)) for m in messages)
-    completion_tokens = _count_tokens(reply)
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    arguments = json.dumps(tool_call["arguments"]) if tool_call else ""
+    completion_tokens = _count_tokens(reply) + _count_tokens(arguments)
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -145,8 +177,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": reply},
-                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": reply}
+                        if tool_call is None
+                        else {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": call_id,
+                                    "type": "function",
+                                    "function": {"name": tool_call["name"], "arguments": arguments},
+                                }
+                            ],
+                        },
+                        "finish_reason": "stop" if tool_call is None else "tool_calls",
                         "logprobs": None,
                     }
                 ],
@@ -170,14 +214,29 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    await response.write(chunk({"role": "assistant", "content": ""}, None))
-    words = reply.split(" ")
-    for i, word in enumerate(words):
-        await response.write(chunk({"content": word if i == 0 else " " + word}, None))
-        if i == 0 and _stalled(request, "chat"):
-            await hang(request.app)
-            return response
-    await response.write(chunk({}, "stop"))
+    if tool_call is not None:
+        # as OpenAI streams a call: id, type and name in the first delta with empty
+        # arguments, then the arguments' JSON text in fragments, keyed by the call's index
+        first = {
+            "index": 0,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": tool_call["name"], "arguments": ""},
+        }
+        await response.write(chunk({"role": "assistant", "content": None, "tool_calls": [first]}, None))
+        for i in range(0, len(arguments), _ARGUMENT_FRAGMENT):
+            fragment = {"index": 0, "function": {"arguments": arguments[i : i + _ARGUMENT_FRAGMENT]}}
+            await response.write(chunk({"tool_calls": [fragment]}, None))
+        await response.write(chunk({}, "tool_calls"))
+    else:
+        await response.write(chunk({"role": "assistant", "content": ""}, None))
+        words = reply.split(" ")
+        for i, word in enumerate(words):
+            await response.write(chunk({"content": word if i == 0 else " " + word}, None))
+            if i == 0 and _stalled(request, "chat"):
+                await hang(request.app)
+                return response
+        await response.write(chunk({}, "stop"))
     if include_usage:
         usage_event = {
             "id": completion_id,

@@ -31,6 +31,20 @@ const result = await esbuild.build({
   logLevel: 'warning',
 });
 
+// The staff call page's script: livekit-client from the same lockfile, its own bundle.
+await esbuild.build({
+  entryPoints: [path.join(here, 'src', 'staff-call.js')],
+  outfile: path.resolve(here, '..', 'static', 'agentconnect', 'staff-call.js'),
+  bundle: true,
+  format: 'iife',
+  platform: 'browser',
+  target: ['es2020'],
+  minify: true,
+  sourcemap: 'linked',
+  legalComments: 'eof',
+  logLevel: 'warning',
+});
+
 const bytes = result.metafile.outputs[path.relative(process.cwd(), outfile)]?.bytes
   ?? Object.values(result.metafile.outputs).find((o) => o.entryPoint)?.bytes;
 console.log(`built ${path.relative(path.resolve(here, '..'), outfile)} (${Math.round((bytes ?? 0) / 1024)} KiB)`);

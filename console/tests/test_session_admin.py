@@ -33,6 +33,8 @@ def test_list_shows_started_duration_turns_and_median_latency(
     assert '<td class="field-median_turn_latency">1.500</td>' in row
     assert '<td class="field-duration">2:05</td>' in row
     assert '<nav class="toplinks">' in html  # the date hierarchy
+    # read-only pages, but the actions that call the services stay
+    assert 'value="stop_agent"' in html and 'value="redispatch_agent"' in html
 
 
 def test_session_page_is_readable_and_read_only(staff_client: Client, agent: VoiceAgent) -> None:
@@ -61,3 +63,36 @@ def test_session_page_is_readable_and_read_only(staff_client: Client, agent: Voi
     # nothing to save
     assert 'name="_save"' not in html and 'name="_continue"' not in html
     assert staff_client.post(f"{LIST_URL}{session.pk}/change/", {}).status_code == 403
+
+
+def test_tool_calls_messages_and_the_handoff_are_on_the_session_page(
+    staff_client: Client, agent: VoiceAgent
+) -> None:
+    from sessions.handoff import session_handoff_missed, session_handoff_request
+    from sessions.tools import tool_call_record, visitor_message_add
+
+    session = make_session(agent=agent, status="active")
+    add_turn(session, 1, "user", "Where is order A-1?")
+    tool_call_record(
+        session_pk=session.pk,
+        name="order_status",
+        arguments={"order": "A-1"},
+        result={"status": "shipped"},
+        duration_ms=42,
+    )
+    tool_call_record(
+        session_pk=session.pk,
+        name="stock_level",
+        arguments={},
+        error="The service answered with an error (HTTP 500).",
+    )
+    visitor_message_add(
+        session_pk=session.pk, name="Maya", contact="maya@example.com", message="Call me back"
+    )
+    assert session_handoff_request(session_pk=session.pk, reason="Wants a person.")
+    assert session_handoff_missed(session_pk=session.pk)
+    html = staff_client.get(f"{LIST_URL}{session.pk}/change/").content.decode()
+    assert "tool order_status" in html and "shipped" in html and "duration 0.042" in html
+    assert "tool stock_level" in html and "error: The service answered with an error (HTTP 500)." in html
+    assert "maya@example.com" in html and "Call me back" in html
+    assert "Wants a person." in html and "nobody joined in time" in html

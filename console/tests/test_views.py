@@ -177,3 +177,23 @@ def test_export_from_the_staff_api(staff_client: Client, agent: VoiceAgent) -> N
     assert len(json.loads(b"".join(response.streaming_content))) == 2
     empty = staff_client.get(API_EXPORT, {"as": "json", "provider": "groq"})
     assert json.loads(b"".join(empty.streaming_content)) == []
+
+
+def test_live_rows_show_a_visitor_waiting_for_a_person_with_join(
+    staff_client: Client, agent: VoiceAgent
+) -> None:
+    from sessions.handoff import session_handoff_joined, session_handoff_request
+
+    waiting = make_session(agent=agent, status="active")
+    joined = make_session(agent=agent, status="active")
+    plain = make_session(agent=agent, status="active")
+    assert session_handoff_request(session_pk=waiting.pk, reason="Wants a person.")
+    assert session_handoff_request(session_pk=joined.pk, reason="Billing.")
+    assert session_handoff_joined(session_pk=joined.pk, identity="staff-999-abc")
+    rows = {row["session_id"]: row for row in staff_client.get("/admin/console/live.json").json()["rows"]}
+    cell = rows[waiting.session_id]["handoff"]
+    assert cell["waiting"] is True and cell["reason"] == "Wants a person." and cell["wait_seconds"] >= 0
+    assert cell["join_url"] == f"/staff/handoffs/{waiting.pk}/"
+    assert rows[joined.session_id]["handoff"]["status"] == "joined"
+    assert rows[joined.session_id]["handoff"]["waiting"] is False
+    assert rows[plain.session_id]["handoff"] is None

@@ -116,6 +116,42 @@ def test_openai_llm_streams_the_stub_reply_and_reports_usage(stub: StubServer) -
     assert request.headers["Authorization"] == "Bearer test"
 
 
+def test_a_trigger_phrase_streams_a_tool_call_the_plugin_assembles(stub: StubServer) -> None:
+    stub.state.tool_triggers = {"look up order": {"name": "order_status", "arguments": {"order": "A-1234"}}}
+
+    @llm.function_tool
+    async def order_status(order: str) -> str:
+        """Look up an order."""
+        return "shipped"
+
+    async def body() -> tuple[list[llm.ChatChunk], str, str]:
+        model = openai.LLM(base_url=stub.openai_base_url, api_key="test")
+        chunks = [
+            c async for c in model.chat(chat_ctx=_chat("Please LOOK UP ORDER one"), tools=[order_status])
+        ]
+        # without the tool offered, the phrase is only words
+        plain = (await model.chat(chat_ctx=_chat("look up order one")).collect()).text
+        # the call's output in the history: the reply quotes it
+        ctx = _chat("look up order one")
+        call = llm.FunctionCall(call_id="call_1", name="order_status", arguments='{"order": "A-1234"}')
+        ctx.insert(call)
+        ctx.insert(
+            llm.FunctionCallOutput(call_id="call_1", name="order_status", output="shipped", is_error=False)
+        )
+        after = (await model.chat(chat_ctx=ctx, tools=[order_status]).collect()).text
+        await model.aclose()
+        return chunks, plain, after
+
+    chunks, plain, after = run(body())
+    calls = [call for c in chunks if c.delta for call in c.delta.tool_calls]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("order_status", {"order": "A-1234"})]
+    assert not any(c.delta and c.delta.content for c in chunks)
+    assert plain == "Stub reply to: look up order one"
+    assert after == "The tool order_status answered: shipped"
+    request = stub.state.requests("chat")[0]
+    assert request.body["tools"][0]["function"]["name"] == "order_status"
+
+
 def test_groq_llm_speaks_the_same_protocol_under_its_own_path(stub: StubServer) -> None:
     stub.state.reply_template = "Groq stub heard {text}"
 

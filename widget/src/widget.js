@@ -19,11 +19,19 @@ const PHASES = {
   connecting: ['connecting', 'Connecting…'],
   'waiting-agent': ['connecting', 'Connecting… waiting for the assistant to join'],
   reconnecting: ['reconnecting', 'Connection lost, reconnecting…'],
+  'agent-reconnecting': ['reconnecting', 'Reconnecting the assistant…'],
   rejoining: ['reconnecting', 'Connection lost, rejoining the conversation…'],
   ending: ['ending', 'Ending the conversation…'],
   ended: ['ended', 'Conversation ended'],
   error: ['error', 'Could not continue'],
 };
+// A handoff to a person, from the agent's agentconnect.handoff attribute.
+const HANDOFF_STATES = {
+  waiting: 'Waiting for a person from the team…',
+  connected: 'You are connected to a person.',
+  missed: 'Nobody from the team could join; the assistant is back with you.',
+};
+
 const AGENT_STATES = {
   initializing: ['connecting', 'Connecting… the assistant is getting ready'],
   idle: ['idle', 'Ready'],
@@ -211,6 +219,9 @@ export class Widget {
       case 'transcript':
         this.renderSegment(detail);
         break;
+      case 'handoff':
+        this.showHandoff(detail.state);
+        break;
       case 'muted':
         this.setMuteUi(detail.muted);
         break;
@@ -261,6 +272,15 @@ export class Widget {
       return;
     }
     this.setStatus(state, text);
+  }
+
+  showHandoff(state) {
+    const text = HANDOFF_STATES[state];
+    if (!text) return;
+    this.status.setAttribute('data-handoff', state);
+    this.notice.textContent = text;
+    this.notice.hidden = false;
+    this.dispatch('agentconnect:handoff', { state, text });
   }
 
   setStatus(state, text, agentState = '') {

@@ -37,8 +37,25 @@ export const liveColumns = [
     title: 'last turn v2v (s)',
     render: (row) => (row.last_latency === null ? '—' : row.last_latency.toFixed(3)),
   },
+  { key: 'handoff', title: 'person', render: (row) => handoff(row.handoff) },
   { key: 'actions', title: 'actions', render: (row, view) => view.actions(row) },
 ];
+
+// A handoff to a person: a waiting visitor's wait, and Join (the staff call page).
+function handoff(cell) {
+  if (!cell) return '—';
+  if (!cell.waiting) return `${cell.status} (waited ${duration(cell.wait_seconds || 0)})`;
+  const span = document.createElement('span');
+  span.className = 'handoff-waiting';
+  span.title = cell.reason || '';
+  span.textContent = `waiting ${duration(cell.wait_seconds || 0)} `;
+  const join = document.createElement('a');
+  join.className = 'button handoff-join';
+  join.href = cell.join_url;
+  join.textContent = 'Join';
+  span.append(join);
+  return span;
+}
 
 class LiveView {
   constructor(root) {
@@ -83,6 +100,7 @@ class LiveView {
       tr.dataset.session = row.session_id;
       tr.dataset.status = row.status;
       if (row.stuck) tr.classList.add('stuck');
+      if (row.handoff && row.handoff.waiting) tr.classList.add('handoff-waiting');
       for (const column of liveColumns) {
         const td = document.createElement('td');
         td.className = `col-${column.key}`;
