@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDate
 from django.urls import reverse
@@ -25,9 +25,9 @@ from .forms import SessionFilter, deployment_tz
 from .models import TurnLatency
 from .stats import TOTAL_METRIC, TURN_METRICS, PercentileCont, seconds_between
 
-# Outcome of a session: how it ended, or "live" while it has not. A session that ends
-# after its agent was replaced mid-call (crash resume) would add its own outcome here.
-OUTCOMES = ("stopped", "failed", "live")
+# Outcome of a session: how it ended, or "live" while it has not. "recovered": stopped
+# after its agent was replaced mid-call at least once (crash resume) and the conversation went on.
+OUTCOMES = ("stopped", "recovered", "failed", "live")
 TOP_FAILURES = 10
 # Which provider serves which figure, for the per-provider latency.
 METRIC_PROVIDER = {
@@ -40,22 +40,27 @@ METRIC_PROVIDER = {
 USAGE_KEYS = ("llm_prompt_tokens", "llm_completion_tokens", "stt_audio_seconds", "tts_characters")
 
 
-def _outcome(status: str) -> str:
-    return status if status in (AgentStatus.STOPPED, AgentStatus.FAILED) else "live"
+def _outcome(status: str, recovered: bool) -> str:
+    if status == AgentStatus.STOPPED:
+        return "recovered" if recovered else "stopped"
+    return status if status == AgentStatus.FAILED else "live"
 
 
 def sessions_by_outcome(f: SessionFilter) -> dict[str, list[int]]:
     """Per day of the range, how many sessions started that day ended each way."""
     rows = (
         f.sessions()
-        .annotate(day=TruncDate("created_at", tzinfo=deployment_tz()))
-        .values("day", "agent_status")
+        .annotate(
+            day=TruncDate("created_at", tzinfo=deployment_tz()),
+            recovered=ExpressionWrapper(Q(recovery_count__gt=0), output_field=BooleanField()),
+        )
+        .values("day", "agent_status", "recovered")
         .annotate(n=Count("pk"))
     )
     index = {day: i for i, day in enumerate(f.days)}
     series = {outcome: [0] * len(index) for outcome in OUTCOMES}
     for row in rows:
-        series[_outcome(row["agent_status"])][index[row["day"]]] += row["n"]
+        series[_outcome(row["agent_status"], row["recovered"])][index[row["day"]]] += row["n"]
     return series
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from console import analytics
 from console.forms import SessionFilter
+from sessions.models import ConversationSession
 from tests.factories import VoiceAgentFactory
 from voiceagents.models import Company, VoiceAgent
 
@@ -25,11 +26,14 @@ def one_day(**kwargs: Any) -> SessionFilter:
 
 
 def test_outcome_counts_per_day(agent: VoiceAgent) -> None:
-    for status in ("stopped", "stopped", "failed", "active", "pending"):
+    for status in ("stopped", "stopped", "failed", "active", "pending", "recovering"):
         make_session(agent=agent, status=status, created_at=NOON)
     make_session(agent=agent, status="stopped", created_at=NOON + timedelta(days=1))
+    resumed = make_session(agent=agent, status="stopped", created_at=NOON + timedelta(days=1))
+    lost = make_session(agent=agent, status="failed", created_at=NOON + timedelta(days=1))
+    ConversationSession.objects.filter(pk__in=[resumed.pk, lost.pk]).update(recovery_count=1)
     series = analytics.sessions_by_outcome(SessionFilter(start=DAY, end=DAY + timedelta(days=1)))
-    assert series == {"stopped": [2, 1], "failed": [1, 0], "live": [2, 0]}
+    assert series == {"stopped": [2, 1], "recovered": [0, 1], "failed": [1, 1], "live": [3, 0]}
 
 
 def test_dispatch_latency_percentiles_are_exact(agent: VoiceAgent) -> None:
