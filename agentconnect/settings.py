@@ -291,7 +291,7 @@ AGENT_PRELOAD_DJANGO = env.bool("AGENT_PRELOAD_DJANGO", default=True)
 # conversation (it is never stopped mid-call) and the worker's load counts it; a thread
 # worker over AGENT_MAX_JOBS_PER_WORKER times it is replaced once its conversations end.
 # 0: no limit. Above AGENT_JOB_MEMORY_KILL_MB (0: never) livekit-agents kills a job
-# process outright and its session fails with a reason.
+# process outright; the worker reports it lost and a new agent resumes the conversation.
 AGENT_JOB_MEMORY_LIMIT_MB = env.float("AGENT_JOB_MEMORY_LIMIT_MB", default=500)
 AGENT_JOB_MEMORY_KILL_MB = env.float("AGENT_JOB_MEMORY_KILL_MB", default=1500)
 # The worker takes no job after this many conversations, lets the running ones end and

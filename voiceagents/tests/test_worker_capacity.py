@@ -1,4 +1,4 @@
-"""A worker's load, its cap in a burst of job requests, recycling, and lost jobs.
+"""A worker's load, its cap in a burst of job requests, and recycling.
 
 Driven through livekit-agents' own JobRequest (what the server's availability handler
 hands the request function) with a server whose running jobs the test controls.
@@ -17,13 +17,9 @@ import pytest
 from livekit.agents import JobRequest
 from livekit.protocol import agent, models
 
-from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_start, session_transition
-from tests.factories import VoiceAgentFactory
 from voiceagents.worker.capacity import (
     Capacity,
     MemoryWatch,
-    session_fail_if_open,
     watch_jobs,
 )
 
@@ -201,66 +197,19 @@ def test_memory_watch_samples_the_job_processes_of_a_real_process_tree() -> None
     assert list(sampled) == [os.getpid()] and sampled[os.getpid()] > 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_job_that_ends_without_recording_its_end_has_its_session_recovered() -> None:
-    """A job process killed (over AGENT_JOB_MEMORY_KILL_MB, or crashed) never records how the
-    conversation ended; when it leaves the worker's running jobs its session is recovered
-    with a new agent (sessions/tests/test_recovery.py). A job that ended normally has
-    recorded its end, and is left alone."""
-    agent_profile = VoiceAgentFactory()
-    killed = session_start(
-        company=agent_profile.company, agent_id=agent_profile.pk, session_id="killed"
-    ).session
-    ended = session_start(
-        company=agent_profile.company, agent_id=agent_profile.pk, session_id="ended"
-    ).session
-    for s in (killed, ended):
-        session_transition(session_pk=s.pk, to=AgentStatus.DISPATCHING)
-        session_transition(session_pk=s.pk, to=AgentStatus.STARTING)
-        session_transition(session_pk=s.pk, to=AgentStatus.ACTIVE)
-    session_transition(session_pk=ended.pk, to=AgentStatus.STOPPING)
-    session_transition(session_pk=ended.pk, to=AgentStatus.STOPPED)
-
-    def fail_if_open(room: str) -> None:
-        from django.db import connection
-
-        try:
-            session_fail_if_open(room)
-        finally:
-            connection.close()  # this thread's own connection, not left for teardown
-
-    async def body() -> list[str]:
-        passes = asyncio.Event()
-
-        class Watched(Capacity):
-            def check(self) -> None:  # called once per pass of the watcher
-                super().check()
-                passes.set()
-
-        server = FakeServer()
-        capacity = Watched(max_jobs=4)
+def test_the_watcher_replaces_the_worker_once_its_last_conversation_ends() -> None:
+    async def body() -> bool:
+        server, answers = FakeServer(), Answers()
+        capacity = Capacity(max_jobs=4, recycle_after=1)
         capacity.attach(server)
-        server.start("k", killed.agent_room_name)
-        server.start("e", ended.agent_room_name)
-        seen: list[str] = []
-        checked = asyncio.Event()
+        await capacity.on_request(request("a", server, answers))
+        watcher = asyncio.create_task(watch_jobs(capacity, interval=0.01))
+        try:
+            due_while_running = capacity.recycle_due.is_set()
+            server.end("a")
+            await asyncio.wait_for(capacity.recycle_due.wait(), 5)
+            return due_while_running
+        finally:
+            watcher.cancel()
 
-        async def on_lost(room: str) -> None:
-            seen.append(room)
-            await asyncio.to_thread(fail_if_open, room)
-            if len(seen) == 2:
-                checked.set()
-
-        watcher = asyncio.create_task(watch_jobs(capacity, server, on_lost, interval=0.01))
-        await passes.wait()  # the watcher has seen both jobs running
-        server.end("k")
-        server.end("e")
-        await checked.wait()
-        watcher.cancel()
-        return seen
-
-    seen = run(body())
-    assert sorted(seen) == sorted([killed.agent_room_name, ended.agent_room_name])
-    killed_row = ConversationSession.objects.get(pk=killed.pk)
-    assert killed_row.agent_status == AgentStatus.RECOVERING and killed_row.recovery_count == 1
-    assert ConversationSession.objects.get(pk=ended.pk).agent_status == AgentStatus.STOPPED
+    assert run(body()) is False

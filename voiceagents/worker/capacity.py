@@ -15,7 +15,8 @@
   takes no new job, lets the running ones end, then exits EXIT_RECYCLE for its
   supervisor to start a fresh one. A job process over the limit is not stopped: it
   ends with its conversation. Only above AGENT_JOB_MEMORY_KILL_MB does livekit-agents
-  kill it; the conversation's session then fails with a reason (watch_lost_jobs).
+  kill it; the worker then reports the job lost and a new agent resumes the
+  conversation (supervision.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,10 +33,6 @@ from livekit.agents import JobRequest
 logger = logging.getLogger("agentconnect.worker")
 
 MEMORY_SAMPLE_SECONDS = 5.0
-LOST_JOB_REASON = (
-    "The agent's job process ended without recording the end of the conversation"
-    " (killed over AGENT_JOB_MEMORY_KILL_MB, or crashed)."
-)
 
 
 class HasJobs(Protocol):
@@ -199,37 +195,8 @@ class Capacity:
             self._pending.discard(request.id)
 
 
-async def watch_jobs(
-    capacity: Capacity,
-    server: HasJobs,
-    on_lost: Callable[[str], Any],
-    *,
-    interval: float = 1.0,
-) -> None:
-    """Follow the server's running jobs: when one ends, re-check recycling, and hand the
-    room of a job whose session did not record its end to ``on_lost``."""
-    known: dict[str, str] = {}  # job id -> room name
+async def watch_jobs(capacity: Capacity, *, interval: float = 1.0) -> None:
+    """Re-check recycling as the worker's jobs end (a lost job is supervision.py's to report)."""
     while True:
-        jobs = {info.job.id: info.job.room.name for info in server.active_jobs}
-        ended = [room for job_id, room in known.items() if job_id not in jobs]
-        known = jobs
-        for room in ended:
-            try:
-                await on_lost(room)
-            except Exception:
-                logger.exception("could not check the session of room %s", room)
         capacity.check()
         await asyncio.sleep(interval)
-
-
-def session_fail_if_open(room_name: str) -> bool:
-    """A job ended and its session is still live: its process died before it could say how
-    the conversation ended. A job that ends normally records that itself first."""
-    from sessions.services import session_agent_left
-
-    from .reporting import session_pk_for_room
-
-    if session_pk_for_room(room_name) is None:
-        return False
-    logger.warning("job for room %s ended without recording its end; its session is recovered", room_name)
-    return session_agent_left(room_name=room_name, aborted=True, reason=LOST_JOB_REASON)

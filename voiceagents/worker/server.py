@@ -18,8 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
-from .capacity import Capacity, MemoryWatch, session_fail_if_open, watch_jobs
-from .reporting import db
+from .capacity import Capacity, MemoryWatch, watch_jobs
 from .supervision import hand_over, wait_until_taken_over, watch_sessions
 
 logger = logging.getLogger("agentconnect.worker")
@@ -166,9 +165,6 @@ async def serve(
         recycled = True
         stopping.set()
 
-    async def fail_lost(room_name: str) -> None:
-        await db(session_fail_if_open, room_name=room_name)
-
     closer = asyncio.create_task(drain_then_close())
     watcher = asyncio.create_task(watch_sessions(server), name="watch-sessions")
     helpers: list[asyncio.Task[None]] = []
@@ -177,7 +173,7 @@ async def serve(
             capacity.memory.start()
         helpers = [
             asyncio.create_task(recycle(), name="recycle"),
-            asyncio.create_task(watch_jobs(capacity, server, fail_lost), name="watch-jobs"),
+            asyncio.create_task(watch_jobs(capacity), name="watch-capacity"),
         ]
     try:
         await server.run(devmode=devmode)
