@@ -113,6 +113,9 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     config = conversation.config
     try:
         providers = build_providers(config, settings=settings)
+        # a staff member's words in a handoff need a VAD stream of their own, not the
+        # visitor's shared one: the scribe wraps this STT itself
+        scribe_stt = providers.stt
         if settings.AGENT_VAD_SHARED_STREAM:
             providers = with_one_vad_stream(providers)
     except ProviderConfigError as exc:
@@ -137,7 +140,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     speaker = Speaker(identity=visitor.identity, name=visitor.name or "Visitor")
     conversation.attach(session, user=speaker)
     await session.start(
-        agent=await voice_agent(conversation, session, visitor=speaker, stt_plugin=providers.stt),
+        agent=await voice_agent(conversation, session, visitor=speaker, stt_plugin=scribe_stt),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,
