@@ -14,6 +14,9 @@ app = Celery("agentconnect")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
+EMBEDDED_BROKER_POLLING_SECONDS = 0.05
+
+
 def _configure_embedded_broker() -> None:
     from django.conf import settings
 
@@ -29,6 +32,9 @@ def _configure_embedded_broker() -> None:
         "store_processed": False,
         # Without this kombu keeps its broadcast (pidbox) files in the working directory.
         "control_folder": str(folder / "control"),
+        # kombu lists the folder once a second by default, and a session's dispatch waited
+        # for that; a listing of a near-empty folder is cheap (bench/bench_embedded_broker.py)
+        "polling_interval": EMBEDDED_BROKER_POLLING_SECONDS,
     }
 
 
@@ -53,4 +59,12 @@ def _schedule_reconcile(sender: Celery, **_: object) -> None:
         settings.CELERY_RECONCILE_INTERVAL_SECONDS,
         sender.signature("sessions.tasks.reconcile_sessions"),
         name="reconcile agent sessions with LiveKit",
+    )
+    # lost workers must be noticed within seconds: a cheap query of its own, often
+    sender.add_periodic_task(
+        settings.CELERY_WATCHDOG_INTERVAL_SECONDS,
+        sender.signature(
+            "sessions.tasks.watchdog_sessions", expires=settings.CELERY_WATCHDOG_INTERVAL_SECONDS * 2
+        ),
+        name="recover sessions whose agent worker is gone",
     )

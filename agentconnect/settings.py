@@ -259,6 +259,17 @@ AGENT_DISPATCH_TIMEOUT_SECONDS = env.int("AGENT_DISPATCH_TIMEOUT_SECONDS", defau
 # A session still pending this long (its dispatch task never ran: lost in a broker
 # restart) has the task queued again by reconcile, until the dispatch timeout; 0: never.
 AGENT_REQUEUE_AFTER_SECONDS = env.int("AGENT_REQUEUE_AFTER_SECONDS", default=20)
+# An agent lost mid-conversation (job or worker died, drain timeout) is replaced by a
+# new one in the same room this many times per session; once more and it fails.
+AGENT_MAX_RECOVERIES = env.int("AGENT_MAX_RECOVERIES", default=2)
+# A recovering session that no worker took over within this long is failed.
+AGENT_RECOVERY_TIMEOUT_SECONDS = env.int("AGENT_RECOVERY_TIMEOUT_SECONDS", default=30)
+# Each worker's main process stamps the sessions it serves every interval; the
+# watchdog (Celery beat, every CELERY_WATCHDOG_INTERVAL_SECONDS) recovers a session
+# whose stamp is older than the timeout: its whole worker is gone.
+AGENT_HEARTBEAT_INTERVAL_SECONDS = env.float("AGENT_HEARTBEAT_INTERVAL_SECONDS", default=0.5)
+AGENT_HEARTBEAT_TIMEOUT_SECONDS = env.float("AGENT_HEARTBEAT_TIMEOUT_SECONDS", default=2.0)
+CELERY_WATCHDOG_INTERVAL_SECONDS = env.float("CELERY_WATCHDOG_INTERVAL_SECONDS", default=1.0)
 
 # --- Agent workers (manage.py run_voice_agent / run_conference_agent) ------------------
 
@@ -318,6 +329,20 @@ AGENT_VISITOR_JOIN_TIMEOUT_SECONDS = env.int("AGENT_VISITOR_JOIN_TIMEOUT_SECONDS
 # with pauses into more STT requests; preemptive TTS spends characters on replies that
 # are thrown away when the visitor goes on talking.
 AGENT_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_ENDPOINTING_DELAY_SECONDS", default=0.5)
+# How turns end when the profile does not say: model (the VAD plus livekit's local audio
+# end-of-turn model, turn-detector-v1-mini, no network), vad (a fixed delay) or stt. With
+# the model, a plainly finished sentence is answered AGENT_MODEL_ENDPOINTING_DELAY_SECONDS
+# after the last speech, and one that sounds unfinished ("so, um...") only after
+# AGENT_MAX_ENDPOINTING_DELAY_SECONDS; AGENT_ENDPOINTING_DELAY_SECONDS is vad's and stt's.
+AGENT_TURN_DETECTION = env.str("AGENT_TURN_DETECTION", default="model")
+AGENT_MODEL_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MODEL_ENDPOINTING_DELAY_SECONDS", default=0.25)
+AGENT_MAX_ENDPOINTING_DELAY_SECONDS = env.float("AGENT_MAX_ENDPOINTING_DELAY_SECONDS", default=2.5)
+# Barge-in. This much speech while the agent talks pauses its voice at once; the
+# reply is dropped when the visitor's words arrive, and resumes when none came within
+# AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS (a cough, a door) or when the words were only
+# a backchannel ("mhm", "yeah"; voiceagents/worker/backchannel.py).
+AGENT_INTERRUPTION_MIN_SECONDS = env.float("AGENT_INTERRUPTION_MIN_SECONDS", default=0.1)
+AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS = env.float("AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS", default=1.0)
 AGENT_VAD_MIN_SILENCE_SECONDS = env.float("AGENT_VAD_MIN_SILENCE_SECONDS", default=0.25)
 AGENT_PREEMPTIVE_TTS = env.bool("AGENT_PREEMPTIVE_TTS", default=True)
 # The VAD's speech probability (smoothed) below which speech is over. The endpointing
@@ -334,7 +359,7 @@ AGENT_VAD_DEACTIVATION_THRESHOLD = env.float("AGENT_VAD_DEACTIVATION_THRESHOLD",
 # The VAD's backend: native (livekit-local-inference's streaming VAD, run in place),
 # native-thread (the same, one worker thread per stream as upstream has it) or silero
 # (the plugin's ONNX model). Chosen by bench/bench_capacity.py, docs/benchmarks.md.
-AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="silero")
+AGENT_VAD_BACKEND = env.str("AGENT_VAD_BACKEND", default="native")
 if AGENT_VAD_BACKEND not in ("native", "native-thread", "silero"):
     raise ImproperlyConfigured("AGENT_VAD_BACKEND must be native, native-thread or silero")
 # One VAD inference per 1:1 conversation: the STT's utterances come from the session's own
@@ -344,8 +369,17 @@ AGENT_VAD_SHARED_STREAM = env.bool("AGENT_VAD_SHARED_STREAM", default=True)
 # Browsers level the microphone already; false saves that work per conversation.
 AGENT_AUTO_GAIN_CONTROL = env.bool("AGENT_AUTO_GAIN_CONTROL", default=True)
 AGENT_SYNC_TRANSCRIPTION = env.bool("AGENT_SYNC_TRANSCRIPTION", default=True)
-if not 0 <= AGENT_ENDPOINTING_DELAY_SECONDS <= 10:
-    raise ImproperlyConfigured("AGENT_ENDPOINTING_DELAY_SECONDS must be between 0 and 10")
+for _name in (
+    "AGENT_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MODEL_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_MAX_ENDPOINTING_DELAY_SECONDS",
+    "AGENT_INTERRUPTION_MIN_SECONDS",
+    "AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS",
+):
+    if not 0 <= globals()[_name] <= 10:
+        raise ImproperlyConfigured(f"{_name} must be between 0 and 10")
+if AGENT_TURN_DETECTION not in ("model", "vad", "stt"):
+    raise ImproperlyConfigured("AGENT_TURN_DETECTION must be model, vad or stt")
 if not 0.05 <= AGENT_VAD_MIN_SILENCE_SECONDS <= 5:
     raise ImproperlyConfigured("AGENT_VAD_MIN_SILENCE_SECONDS must be between 0.05 and 5")
 if not 0.01 <= AGENT_VAD_DEACTIVATION_THRESHOLD <= 0.5:
@@ -373,6 +407,8 @@ AGENT_SYSTEM_PROMPT = env.str(
     default="You are a helpful, concise voice assistant. Keep answers short and spoken.",
 )
 AGENT_GREETING_MESSAGE = env.str("AGENT_GREETING_MESSAGE", default="Hello! How can I help you today?")
+# What a replacement agent says instead of the greeting (agent profile's resume line first).
+AGENT_RESUME_MESSAGE = env.str("AGENT_RESUME_MESSAGE", default="Sorry, I lost you for a moment.")
 
 # --- Company HTTP tools (docs/security.md) ----------------------------------------------
 

@@ -5,7 +5,8 @@ pid when it ends (also on Ctrl-C or an error):
 
   livekit-server  its own config (/tmp/ac-bench/livekit.yaml): port 7950, rtc
                   7951/7952, webhooks to the Django server below
-  Django          `manage.py runserver 127.0.0.1:18805 --noreload` (API + webhooks)
+  Django          `manage.py runserver 127.0.0.1:18805 --noreload` (API + webhooks);
+                  BENCH_PORT_OFFSET=N adds N to these ports
   Celery worker   broker redis db 8 (tests.processes.celery_worker)
   voice worker    `manage.py run_voice_agent start` (prewarmed idle processes)
   stub server     `python -m stubs.server` (OpenAI protocol for LLM, STT and TTS)
@@ -44,10 +45,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORK = Path("/tmp/ac-bench")
-LIVEKIT_PORT = 7950
-RTC_TCP_PORT = 7951
-RTC_UDP_PORT = 7952
-DJANGO_PORT = 18805
+# BENCH_PORT_OFFSET moves the stack's ports, for a second checkout (or a port left taken)
+PORT_OFFSET = int(os.environ.get("BENCH_PORT_OFFSET", "0"))
+LIVEKIT_PORT = 7950 + PORT_OFFSET
+RTC_TCP_PORT = 7951 + PORT_OFFSET
+RTC_UDP_PORT = 7952 + PORT_OFFSET
+DJANGO_PORT = 18805 + PORT_OFFSET
 REDIS_DB = 8
 DB_NAME = "bench"
 LIVEKIT_KEY = "testkey"
@@ -183,33 +186,22 @@ def ensure_database(env: dict[str, str]) -> None:
 
 
 def livekit_config(env: dict[str, str]) -> Path:
+    from agentconnect.livekit_config import NodeConfig, render
+
     WORK.mkdir(parents=True, exist_ok=True)
     path = WORK / "livekit.yaml"
     path.write_text(
-        "\n".join(
-            [
-                "# written by bench/_stack.py; loopback only",
-                f"port: {LIVEKIT_PORT}",
-                "bind_addresses: [127.0.0.1]",
-                "log_level: info",
-                "rtc:",
-                f"  tcp_port: {RTC_TCP_PORT}",
-                f"  udp_port: {RTC_UDP_PORT}",
-                "  use_external_ip: false",
-                "  node_ip: 127.0.0.1",
-                "  enable_loopback_candidate: true",
-                "  ips:",
-                "    includes: [127.0.0.1/32]",
-                "keys:",
-                f"  {LIVEKIT_KEY}: {env['LIVEKIT_API_SECRET']}",
-                "webhook:",
-                f"  api_key: {LIVEKIT_KEY}",
-                f"  urls: [http://127.0.0.1:{DJANGO_PORT}/api/v1/livekit-agents/webhook]",
-                "room:",
-                "  empty_timeout: 30",
-                "  departure_timeout: 5",
-                "",
-            ]
+        render(
+            NodeConfig(
+                port=LIVEKIT_PORT,
+                rtc_tcp_port=RTC_TCP_PORT,
+                rtc_udp_port=RTC_UDP_PORT,
+                key=LIVEKIT_KEY,
+                secret=env["LIVEKIT_API_SECRET"],
+                webhook_urls=(f"http://127.0.0.1:{DJANGO_PORT}/api/v1/livekit-agents/webhook",),
+                empty_timeout=30,
+                departure_timeout=5,
+            )
         )
     )
     path.chmod(0o600)

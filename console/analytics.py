@@ -12,20 +12,22 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, Q, Sum
-from django.db.models.fields.json import KT, KeyTextTransform
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDate
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from sessions.models import AgentStatus, ConversationSession, TranscriptTurn
+from sessions.models import AgentStatus, ConversationSession
+from voiceagents.models import VoiceAgent
 
 from .forms import SessionFilter, deployment_tz
-from .stats import TOTAL_METRIC, TURN_METRICS, PercentileCont, metric, seconds_between
+from .models import TurnLatency
+from .stats import TOTAL_METRIC, TURN_METRICS, PercentileCont, seconds_between
 
-# Outcome of a session: how it ended, or "live" while it has not. A session that ends
-# after its agent was replaced mid-call (crash resume) would add its own outcome here.
-OUTCOMES = ("stopped", "failed", "live")
+# Outcome of a session: how it ended, or "live" while it has not. "recovered": stopped
+# after its agent was replaced mid-call at least once (crash resume) and the conversation went on.
+OUTCOMES = ("stopped", "recovered", "failed", "live")
 TOP_FAILURES = 10
 # Which provider serves which figure, for the per-provider latency.
 METRIC_PROVIDER = {
@@ -38,22 +40,27 @@ METRIC_PROVIDER = {
 USAGE_KEYS = ("llm_prompt_tokens", "llm_completion_tokens", "stt_audio_seconds", "tts_characters")
 
 
-def _outcome(status: str) -> str:
-    return status if status in (AgentStatus.STOPPED, AgentStatus.FAILED) else "live"
+def _outcome(status: str, recovered: bool) -> str:
+    if status == AgentStatus.STOPPED:
+        return "recovered" if recovered else "stopped"
+    return status if status == AgentStatus.FAILED else "live"
 
 
 def sessions_by_outcome(f: SessionFilter) -> dict[str, list[int]]:
     """Per day of the range, how many sessions started that day ended each way."""
     rows = (
         f.sessions()
-        .annotate(day=TruncDate("created_at", tzinfo=deployment_tz()))
-        .values("day", "agent_status")
+        .annotate(
+            day=TruncDate("created_at", tzinfo=deployment_tz()),
+            recovered=ExpressionWrapper(Q(recovery_count__gt=0), output_field=BooleanField()),
+        )
+        .values("day", "agent_status", "recovered")
         .annotate(n=Count("pk"))
     )
     index = {day: i for i, day in enumerate(f.days)}
     series = {outcome: [0] * len(index) for outcome in OUTCOMES}
     for row in rows:
-        series[_outcome(row["agent_status"])][index[row["day"]]] += row["n"]
+        series[_outcome(row["agent_status"], row["recovered"])][index[row["day"]]] += row["n"]
     return series
 
 
@@ -106,32 +113,49 @@ def dispatch_latency(f: SessionFilter) -> dict[str, list[float | None]]:
     return series
 
 
-def _turns(f: SessionFilter) -> Any:
-    return f.scope(TranscriptTurn.objects.order_by(), prefix="session__").filter(
-        session__created_at__gte=f.since, session__created_at__lt=f.until
+def _turns(f: SessionFilter) -> QuerySet[TurnLatency]:
+    """The turn latencies of the filter's sessions (the narrow copy, console.models)."""
+    rows = TurnLatency.objects.order_by().filter(
+        session_created_at__gte=f.since, session_created_at__lt=f.until
     )
+    if f.company is not None:
+        rows = rows.filter(company_id=f.company.pk)
+    if f.agent is not None:
+        rows = rows.filter(agent_id=f.agent.pk)
+    if f.provider:
+        rows = rows.filter(
+            Q(llm_provider=f.provider) | Q(stt_provider=f.provider) | Q(tts_provider=f.provider)
+        )
+    return rows
 
 
 def _percentiles(names: list[str] | tuple[str, ...]) -> dict[str, PercentileCont]:
     figures = {}
     for name in names:
-        figures[f"{name}_p50"] = PercentileCont(metric(name), 0.5)
-        figures[f"{name}_p95"] = PercentileCont(metric(name), 0.95)
+        # Only the turns that have the figure go into its sort (a user turn has no LLM time).
+        present = Q(**{f"{name}__isnull": False})
+        figures[f"{name}_p50"] = PercentileCont(name, 0.5, filter=present)
+        figures[f"{name}_p95"] = PercentileCont(name, 0.95, filter=present)
     return figures
 
 
 def turn_latency_by_agent(f: SessionFilter) -> list[dict[str, Any]]:
     """Per agent: p50 and p95 of every turn latency figure, in seconds, with the turn count."""
-    rows = (
-        _turns(f)
-        .values(agent_id=F("session__agent_id"), agent_name=F("session__agent__name"))
-        .annotate(turns=Count("pk"), **_percentiles(tuple(TURN_METRICS)))
-        .order_by("agent_name")
+    rows = _turns(f).values("agent_id").annotate(turns=Count("pk"), **_percentiles(tuple(TURN_METRICS)))
+    names = dict(
+        VoiceAgent.objects.filter(pk__in=[row["agent_id"] for row in rows]).values_list("pk", "name")
     )
-    return [
-        {**row, "figures": [row[f"{name}_{p}"] for name in TURN_METRICS for p in ("p50", "p95")]}
-        for row in rows
-    ]
+    return sorted(
+        (
+            {
+                **row,
+                "agent_name": names.get(row["agent_id"], f"agent {row['agent_id']}"),
+                "figures": [row[f"{name}_{p}"] for name in TURN_METRICS for p in ("p50", "p95")],
+            }
+            for row in rows
+        ),
+        key=lambda row: (row["agent_name"], row["agent_id"]),
+    )
 
 
 def turn_latency_by_provider(f: SessionFilter) -> list[dict[str, Any]]:
@@ -139,12 +163,7 @@ def turn_latency_by_provider(f: SessionFilter) -> list[dict[str, Any]]:
     results = []
     for kind in ("stt_provider", "llm_provider", "tts_provider"):
         names = [name for name, k in METRIC_PROVIDER.items() if k == kind]
-        rows = (
-            _turns(f)
-            .values(provider=KeyTextTransform(kind, "session__config"))
-            .annotate(**_percentiles(names))
-            .order_by("provider")
-        )
+        rows = _turns(f).values(provider=F(kind)).annotate(**_percentiles(names)).order_by("provider")
         for row in rows:
             for name in names:
                 if row[f"{name}_p50"] is not None:

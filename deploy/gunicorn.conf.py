@@ -26,8 +26,7 @@ wsgi_app = "agentconnect.wsgi:application"
 bind = ["0.0.0.0:8000"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
 # Threads: a request waiting on LiveKit or PostgreSQL does not hold a whole process.
-# gthread, with new connections spread over the workers (agentconnect/gunicorn_worker.py).
-worker_class = "agentconnect.gunicorn_worker.BalancedThreadWorker"
+worker_class = "gthread"
 threads = 4
 timeout = 30
 graceful_timeout = 30

@@ -146,27 +146,10 @@ trap 'stop_all 143' TERM
 trap 'stop_all $?' EXIT
 
 # ------------------------------------------------------------------ livekit
-cat > "$DEV/livekit.yaml" <<EOF
-# written by scripts/run.sh (the demo); used with --dev
-port: $LK_PORT
 # --dev would log at debug level: too much to read among the other processes
-log_level: info
-bind_addresses: [127.0.0.1]
-rtc:
-  tcp_port: $LK_RTC_TCP
-  udp_port: $LK_RTC_UDP
-  # never ask a public STUN server; advertise and listen on loopback only
-  use_external_ip: false
-  node_ip: 127.0.0.1
-  enable_loopback_candidate: true
-  ips:
-    includes: [127.0.0.1/32]
-keys:
-  $LK_KEY: $LK_SECRET
-webhook:
-  api_key: $LK_KEY
-  urls: [http://127.0.0.1:$WEB_PORT/api/v1/livekit-agents/webhook]
-EOF
+"$PY" agentconnect/livekit_config.py --port "$LK_PORT" --rtc-tcp-port "$LK_RTC_TCP" \
+    --rtc-udp-port "$LK_RTC_UDP" --key "$LK_KEY" --secret "$LK_SECRET" \
+    --webhook-url "http://127.0.0.1:$WEB_PORT/api/v1/livekit-agents/webhook" > "$DEV/livekit.yaml"
 
 say "starting livekit-server (dev mode) on 127.0.0.1:$LK_PORT"
 start_proc livekit "$LK_BIN" --dev --config "$DEV/livekit.yaml" --bind 127.0.0.1 --node-ip 127.0.0.1

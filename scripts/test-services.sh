@@ -322,31 +322,10 @@ lk_running() {
 
 lk_write_config() {
     local secret="$1"
-    cat > "$LK_CONF" <<EOF
-# written by scripts/test-services.sh; loopback only
-port: $LK_PORT
-bind_addresses: [127.0.0.1]
-development: true
-log_level: info
-rtc:
-  tcp_port: $LK_RTC_TCP
-  udp_port: $LK_RTC_UDP
-  # never ask a public STUN server; advertise and listen on loopback only
-  use_external_ip: false
-  node_ip: 127.0.0.1
-  enable_loopback_candidate: true
-  ips:
-    includes: [127.0.0.1/32]
-keys:
-  $LK_KEY: $secret
-webhook:
-  api_key: $LK_KEY
-  urls: [http://127.0.0.1:$LIVESERVER_PORT/api/v1/livekit-agents/webhook]
-room:
-  # short, so rooms a test abandons go away (room_finished) quickly
-  empty_timeout: 10
-  departure_timeout: 5
-EOF
+    "$ROOT/.venv/bin/python" "$ROOT/agentconnect/livekit_config.py" --port "$LK_PORT" \
+        --rtc-tcp-port "$LK_RTC_TCP" --rtc-udp-port "$LK_RTC_UDP" --key "$LK_KEY" --secret "$secret" \
+        --webhook-url "http://127.0.0.1:$LIVESERVER_PORT/api/v1/livekit-agents/webhook" \
+        --development --empty-timeout 10 --departure-timeout 5 > "$LK_CONF"
 }
 
 lk_start() {

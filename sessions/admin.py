@@ -34,6 +34,7 @@ class ConversationSessionAdmin(admin.ModelAdmin):
     list_display = (
         "session_id",
         "agent_status",
+        "recovery_count",
         "company",
         "agent",
         "mode",

@@ -149,6 +149,21 @@ def room_close(room_name: str, dispatch_id: str = "") -> None:
     _run(call)
 
 
+def participant_remove(room_name: str, identity: str) -> None:
+    """Disconnect one participant (a lost agent the server still lists). Idempotent."""
+
+    async def call(client: api.LiveKitAPI) -> None:
+        try:
+            await client.room.remove_participant(
+                api.RoomParticipantIdentity(room=room_name, identity=identity)
+            )
+        except api.ServerError as exc:
+            if exc.code != "not_found" and exc.status != 404:
+                raise
+
+    _run(call)
+
+
 def rooms_existing(names: list[str] | None = None) -> set[str]:
     """Names of the rooms the server has now (restricted to `names` when given)."""
 

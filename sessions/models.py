@@ -16,6 +16,9 @@ class AgentStatus(models.TextChoices):
     DISPATCHING = "dispatching"
     STARTING = "starting"
     ACTIVE = "active"
+    # The agent was lost (its job or worker died, or its worker drained) without a
+    # stop being asked for: a new agent is on its way to the same room.
+    RECOVERING = "recovering"
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -58,6 +61,11 @@ class ConversationSession(models.Model):
     visitor_identity = models.CharField(max_length=128)
     dispatch_id = models.CharField(max_length=128, blank=True)
     failure_reason = models.TextField(blank=True)
+    # How many times an agent lost mid-conversation was replaced (AGENT_MAX_RECOVERIES).
+    recovery_count = models.PositiveSmallIntegerField(default=0)
+    # Written by the serving worker's main process while the job runs; a stale
+    # value means the whole worker is gone (the watchdog recovers the session).
+    agent_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Totals reported by the agent worker: llm_prompt_tokens, llm_completion_tokens,
     # stt_audio_seconds, tts_characters, tts_audio_seconds.
     usage = models.JSONField(default=dict, blank=True)

@@ -8,6 +8,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from voiceagents.catalog import (
+    ENDPOINTING_DELAY_MAX,
     GREETING_MAX_LENGTH,
     LLM_MODEL_MAX_LENGTH,
     LLM_MODEL_PATTERN,
@@ -15,6 +16,7 @@ from voiceagents.catalog import (
     LLMProvider,
     STTProvider,
     TTSProvider,
+    TurnDetection,
     Voice,
 )
 
@@ -61,6 +63,10 @@ class StrictSerializer(serializers.Serializer):
                 not isinstance(value, int) or isinstance(value, bool)
             ):
                 wrong[name] = ["Expected an integer."]
+            elif isinstance(field, serializers.FloatField) and (
+                not isinstance(value, int | float) or isinstance(value, bool)
+            ):
+                wrong[name] = ["Expected a number."]
         if wrong:
             raise serializers.ValidationError(wrong)
         return super().to_internal_value(data)
@@ -83,7 +89,23 @@ class StartVoiceSessionInput(StrictSerializer):
         max_length=SYSTEM_PROMPT_MAX_LENGTH, required=False, allow_blank=True, trim_whitespace=False
     )
     greeting_message = serializers.CharField(max_length=GREETING_MAX_LENGTH, required=False, allow_blank=True)
+    turn_detection = serializers.ChoiceField(choices=TurnDetection.choices, required=False)
+    min_endpointing_delay = serializers.FloatField(
+        min_value=0.0, max_value=ENDPOINTING_DELAY_MAX, required=False
+    )
+    max_endpointing_delay = serializers.FloatField(
+        min_value=0.0, max_value=ENDPOINTING_DELAY_MAX, required=False
+    )
     participant_name = display_name_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        low, high = attrs.get("min_endpointing_delay"), attrs.get("max_endpointing_delay")
+        if low is not None and high is not None and high < low:
+            raise serializers.ValidationError(
+                {"max_endpointing_delay": ["Must not be below min_endpointing_delay."]}
+            )
+        return attrs
 
 
 class StopVoiceSessionInput(StrictSerializer):
@@ -115,6 +137,8 @@ class AgentStatusOutput(serializers.Serializer):
     started_at = serializers.DateTimeField(source="agent_started_at", allow_null=True)
     stopped_at = serializers.DateTimeField(source="agent_stopped_at", allow_null=True)
     worker_id = serializers.CharField(source="agent_worker_id")
+    # how many times a lost agent was replaced (status `recovering` while it happens)
+    recovery_count = serializers.IntegerField()
     failure_reason = serializers.SerializerMethodField()
 
     def get_success(self, obj: ConversationSession) -> bool:
@@ -145,6 +169,7 @@ class ActiveAgentOutput(serializers.ModelSerializer):
             "mode",
             "room_name",
             "status",
+            "recovery_count",
             "worker_id",
             "created_at",
             "started_at",

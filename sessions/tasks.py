@@ -93,3 +93,10 @@ def reconcile_sessions() -> dict[str, int]:
         logger.warning("reconcile skipped: %s", exc)
         return {}
     return vars(report)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def watchdog_sessions() -> dict[str, int]:
+    from .services import sessions_watchdog
+
+    return vars(sessions_watchdog())

@@ -52,6 +52,38 @@ def session_usage_record(*, session_pk: int, usage: dict[str, Any]) -> None:
     ConversationSession.objects.filter(pk=session_pk).update(usage=usage)
 
 
+def transcript_for_resume(*, session_pk: int) -> list[dict[str, Any]]:
+    """Every stored turn, in order, for a replacement agent's chat context.
+
+    A gap in the sequence (a turn that was never stored, or deleted by hand) is
+    not an error: the conversation goes on with the turns that exist, and the
+    caller is told how many are missing.
+    """
+    rows = (
+        TranscriptTurn.objects.filter(session_id=session_pk)
+        .order_by("sequence")
+        .values("sequence", "role", "speaker_name", "text", "interrupted")
+    )
+    return [dict(row) for row in rows]
+
+
+def sessions_heartbeat(*, worker_id: str, rooms: list[str]) -> int:
+    """A worker's main process stamps the sessions its running jobs serve; how many it stamped.
+
+    Only sessions still recorded as this worker's: once a newer agent took one
+    over, an old worker that comes back does not keep it alive.
+    """
+    from django.utils import timezone
+
+    from .models import AgentStatus
+
+    if not rooms:
+        return 0
+    return ConversationSession.objects.filter(
+        agent_room_name__in=rooms, agent_worker_id=worker_id, agent_status=AgentStatus.ACTIVE
+    ).update(agent_heartbeat_at=timezone.now())
+
+
 def latency_summary(turns: list[TranscriptTurn]) -> dict[str, dict[str, float]]:
     """Median and max of each per-turn latency figure, in seconds."""
     values: dict[str, list[float]] = {}

@@ -124,3 +124,31 @@ def celery_worker(env: dict[str, str] | None = None) -> Iterator[Process]:
         yield proc
     finally:
         proc.stop()
+
+
+@contextmanager
+def celery_beat(env: dict[str, str] | None = None) -> Iterator[Process]:
+    """Celery beat (the reconcile and watchdog schedule), its schedule file in a temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ac-beat-") as folder:
+        proc = Process(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "agentconnect",
+                "beat",
+                "--loglevel=INFO",
+                "-s",
+                str(Path(folder) / "schedule"),
+            ],
+            env or test_database_env(),
+            "celery beat",
+        )
+        try:
+            proc.wait_for_output("beat: Starting", timeout=60)
+            yield proc
+        finally:
+            proc.stop()

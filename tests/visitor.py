@@ -27,6 +27,7 @@ class Heard:
     identity: str
     bursts: list[float] = field(default_factory=list)  # monotonic time each burst of sound began
     frames_with_sound: int = 0
+    last_sound: float = 0.0  # monotonic time of the last frame with sound
     _in_burst: bool = False
     _quiet_frames: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -36,6 +37,7 @@ class Heard:
         loud = samples.size > 0 and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > SILENCE_RMS
         if loud:
             self.frames_with_sound += 1
+            self.last_sound = time.monotonic()
             self._quiet_frames = 0
             if not self._in_burst:
                 self._in_burst = True
@@ -56,6 +58,9 @@ class Visitor:
         self._source: rtc.AudioSource | None = None
         self.joined_agent = asyncio.Event()
         self.agent_identity: str | None = None
+        # every agent that joined, with the monotonic time the visitor saw it
+        self.agents_seen: list[tuple[str, float]] = []
+        self._agent_changed = asyncio.Event()
 
     async def join(self, url: str, token: str) -> None:
         @self.room.on("track_subscribed")
@@ -79,7 +84,23 @@ class Visitor:
     def _note_agent(self, participant: rtc.RemoteParticipant) -> None:
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             self.agent_identity = participant.identity
+            self.agents_seen.append((participant.identity, time.monotonic()))
             self.joined_agent.set()
+            self._agent_changed.set()
+
+    async def wait_for_new_agent(self, *, other_than: str, timeout: float) -> float:
+        """Until an agent other than `other_than` is in the room; the monotonic time it was seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for identity, seen in self.agents_seen:
+                if identity != other_than:
+                    return seen
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no agent other than {other_than} within {timeout}s")
+            self._agent_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._agent_changed.wait(), remaining)
 
     async def _listen(self, track: rtc.Track, heard: Heard) -> None:
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
@@ -134,6 +155,27 @@ class Visitor:
         ended = time.monotonic()
         await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
         return ended
+
+    async def speak_parts(
+        self, parts: tuple[np.ndarray, ...], pauses: tuple[float, ...], *, trailing_silence: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """Publish 48 kHz speech parts with silences between them, in real time; returns
+        each part's (start, end) monotonic times."""
+        if self._source is None:
+            await self.open_microphone()
+        assert self._source is not None
+        per_frame = SAMPLE_RATE * FRAME_MS // 1000
+        times: list[tuple[float, float]] = []
+        for i, part in enumerate(parts):
+            await self._source.wait_for_playout()
+            started = time.monotonic()
+            await self._push(part, per_frame)
+            await self._source.wait_for_playout()
+            times.append((started, time.monotonic()))
+            if i < len(pauses):
+                await self._push(np.zeros(int(SAMPLE_RATE * pauses[i]), dtype=np.int16), per_frame)
+        await self._push(np.zeros(int(SAMPLE_RATE * trailing_silence), dtype=np.int16), per_frame)
+        return times
 
     async def open_microphone(self, *, timeout: float = 20.0) -> None:
         """Publish the microphone, sending silence until someone (the agent) has subscribed.

@@ -84,6 +84,10 @@ class VoiceAgentAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "Turn-taking (blank: deployment default)",
+            {"fields": ("turn_detection", "min_endpointing_delay", "max_endpointing_delay")},
+        ),
+        (
             "Tools",
             {
                 "fields": (

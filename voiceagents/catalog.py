@@ -52,3 +52,15 @@ GREETING_MAX_LENGTH = 500
 LLM_MODEL_MAX_LENGTH = 100
 # Model names are data sent to a provider; keep them to a plain, safe alphabet.
 LLM_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
+
+
+class TurnDetection(models.TextChoices):
+    # the VAD hears speech stop; the local end-of-turn model, listening to the
+    # audio, picks the minimum delay (finished) or the maximum (mid-sentence)
+    MODEL = "model", "Model (VAD + local end-of-turn model)"
+    VAD = "vad", "VAD (fixed delay)"
+    STT = "stt", "STT endpointing"
+
+
+# Endpointing delays (seconds), for a profile, a request or the deployment.
+ENDPOINTING_DELAY_MAX = 10.0

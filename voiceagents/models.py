@@ -11,6 +11,7 @@ from django.core.validators import MaxLengthValidator, MaxValueValidator, MinVal
 from django.db import models
 
 from .catalog import (
+    ENDPOINTING_DELAY_MAX,
     GREETING_MAX_LENGTH,
     LLM_MODEL_MAX_LENGTH,
     LLM_MODEL_PATTERN,
@@ -20,6 +21,7 @@ from .catalog import (
     ReplyPolicy,
     STTProvider,
     TTSProvider,
+    TurnDetection,
     Voice,
 )
 
@@ -69,6 +71,12 @@ class VoiceAgent(models.Model):
     mode = models.CharField(max_length=20, choices=AgentMode.choices, default=AgentMode.ONE_TO_ONE)
     system_prompt = models.TextField(blank=True, validators=[MaxLengthValidator(SYSTEM_PROMPT_MAX_LENGTH)])
     greeting_message = models.TextField(blank=True, validators=[MaxLengthValidator(GREETING_MAX_LENGTH)])
+    resume_message = models.TextField(
+        blank=True,
+        validators=[MaxLengthValidator(GREETING_MAX_LENGTH)],
+        help_text="What a replacement agent says after the agent was lost mid-conversation. "
+        "Blank: deployment default (AGENT_RESUME_MESSAGE).",
+    )
     llm_provider = models.CharField(max_length=20, choices=LLMProvider.choices, blank=True)
     llm_model = models.CharField(
         max_length=LLM_MODEL_MAX_LENGTH,
@@ -80,6 +88,27 @@ class VoiceAgent(models.Model):
     tts_voice = models.CharField(max_length=20, choices=Voice.choices, blank=True)
     vad_enabled = models.BooleanField(null=True, blank=True, help_text="Blank: deployment default")
     allow_interruptions = models.BooleanField(null=True, blank=True, help_text="Blank: deployment default")
+    turn_detection = models.CharField(
+        max_length=10,
+        choices=TurnDetection.choices,
+        blank=True,
+        help_text="How the agent decides the visitor has finished. Blank: deployment default "
+        "(AGENT_TURN_DETECTION), or stt when VAD is switched off.",
+    )
+    min_endpointing_delay = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(ENDPOINTING_DELAY_MAX)],
+        help_text="Seconds after the visitor's last speech before a finished turn is answered. "
+        "Blank: deployment default for the turn detection.",
+    )
+    max_endpointing_delay = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(ENDPOINTING_DELAY_MAX)],
+        help_text="Model turn detection: seconds the agent waits when the visitor seems to be "
+        "mid-sentence. Blank: deployment default.",
+    )
     reply_policy = models.CharField(
         max_length=20,
         choices=ReplyPolicy.choices,
@@ -119,10 +148,30 @@ class VoiceAgent(models.Model):
             models.CheckConstraint(
                 condition=models.Q(mode__in=AgentMode.values), name="voice_agent_valid_mode"
             ),
+            models.CheckConstraint(
+                condition=models.Q(turn_detection__in=["", *TurnDetection.values]),
+                name="voice_agent_valid_turn_detection",
+                violation_error_message="Unknown turn detection.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(min_endpointing_delay__isnull=True)
+                | models.Q(max_endpointing_delay__isnull=True)
+                | models.Q(max_endpointing_delay__gte=models.F("min_endpointing_delay")),
+                name="voice_agent_endpointing_max_not_below_min",
+                violation_error_message="The maximum endpointing delay must not be below the minimum.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.company})"
+
+    def clean(self) -> None:
+        # the database constraint says the same; here the admin shows it beside the field
+        low, high = self.min_endpointing_delay, self.max_endpointing_delay
+        if low is not None and high is not None and high < low:
+            raise ValidationError(
+                {"max_endpointing_delay": "The maximum endpointing delay must not be below the minimum."}
+            )
 
 
 def new_signing_secret() -> str:

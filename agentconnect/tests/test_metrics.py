@@ -24,7 +24,7 @@ from agentconnect.metrics import failure_category, observe_turn
 from agentconnect.tests.outages import database_unreachable
 from sessions import livekit_gateway as lk
 from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_stop
+from sessions.services import session_agent_finished, session_stop
 from sessions.tasks import dispatch_agent, stop_agent
 from tests.factories import CompanyFactory, VoiceAgentFactory
 from tests.helpers import run_async, wait_for
@@ -115,7 +115,10 @@ def test_metrics_after_a_real_session(live_server: Any, client: Client) -> None:
                 timeout=15,
                 what="webhook → active",
             )
-            return await asyncio.to_thread(scrape, client)
+            sample = await asyncio.to_thread(scrape, client)
+            # as a worker does: report the end of the conversation, then leave
+            await asyncio.to_thread(session_agent_finished, session_pk=session.pk, identity="agent-metrics")
+            return sample
         finally:
             await room.disconnect()
 
@@ -145,7 +148,8 @@ def test_metrics_after_a_real_session(live_server: Any, client: Client) -> None:
         assert count - old == (1 if latency <= le else 0), le
     assert delta(before, active, "agentconnect_celery_tasks_total", task=DISPATCH, outcome="success") == 1
 
-    # The agent left (participant_left webhook) → stopped; then a stop is a no-op task.
+    # The agent reported its end and left (participant_left is then a no-op) → stopped;
+    # then a stop is a no-op task.
     wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=15, what="webhook → stopped")
     session_stop(session=session)
     stop_agent.apply(args=[session.pk]).get(timeout=30)

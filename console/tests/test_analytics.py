@@ -9,6 +9,7 @@ import pytest
 
 from console import analytics
 from console.forms import SessionFilter
+from sessions.models import ConversationSession
 from tests.factories import VoiceAgentFactory
 from voiceagents.models import Company, VoiceAgent
 
@@ -25,11 +26,14 @@ def one_day(**kwargs: Any) -> SessionFilter:
 
 
 def test_outcome_counts_per_day(agent: VoiceAgent) -> None:
-    for status in ("stopped", "stopped", "failed", "active", "pending"):
+    for status in ("stopped", "stopped", "failed", "active", "pending", "recovering"):
         make_session(agent=agent, status=status, created_at=NOON)
     make_session(agent=agent, status="stopped", created_at=NOON + timedelta(days=1))
+    resumed = make_session(agent=agent, status="stopped", created_at=NOON + timedelta(days=1))
+    lost = make_session(agent=agent, status="failed", created_at=NOON + timedelta(days=1))
+    ConversationSession.objects.filter(pk__in=[resumed.pk, lost.pk]).update(recovery_count=1)
     series = analytics.sessions_by_outcome(SessionFilter(start=DAY, end=DAY + timedelta(days=1)))
-    assert series == {"stopped": [2, 1], "failed": [1, 0], "live": [2, 0]}
+    assert series == {"stopped": [2, 1], "recovered": [0, 1], "failed": [1, 1], "live": [3, 0]}
 
 
 def test_dispatch_latency_percentiles_are_exact(agent: VoiceAgent) -> None:
@@ -144,3 +148,28 @@ def test_top_failure_reasons_count_and_link(agent: VoiceAgent) -> None:
     assert failures[0].url.startswith(
         "/admin/conversation_sessions/conversationsession/?agent_status__exact=failed"
     )
+
+
+def test_the_latency_copy_follows_the_turns(agent: VoiceAgent) -> None:
+    from console.models import TurnLatency
+    from sessions.models import TranscriptTurn
+
+    session = make_session(agent=agent, created_at=NOON, config={"stt_provider": "groq"})
+    add_turn(session, 1, "assistant", "a", response_latency=1.5, llm_ttft=0.4)
+    add_turn(session, 2, "user", "q", end_of_turn_delay=0.3)
+    turn = TranscriptTurn.objects.get(session=session, sequence=2)
+    turn.metrics = {"end_of_turn_delay": 0.6, "transcription_delay": "n/a"}
+    turn.save()
+    copies = {c.turn.sequence: c for c in TurnLatency.objects.select_related("turn")}
+    assert copies[1].response_latency == 1.5 and copies[1].llm_ttft == 0.4 and copies[1].tts_ttfb is None
+    assert copies[1].session_created_at == NOON and copies[1].agent_id == agent.pk
+    assert (copies[1].llm_provider, copies[1].stt_provider, copies[1].tts_provider) == (
+        "openai",
+        "groq",
+        "openai",
+    )
+    assert copies[2].end_of_turn_delay == 0.6 and copies[2].transcription_delay is None  # not a number
+    TranscriptTurn.objects.filter(pk=turn.pk).delete()
+    assert TurnLatency.objects.count() == 1
+    session.delete()
+    assert TurnLatency.objects.count() == 0

@@ -153,6 +153,14 @@ def test_dashboard_draws_every_chart_offline(open_page: Any, live_server: Any, a
         assert box and box["width"] > 100 and box["height"] > 100
     expect(page.page.locator("#failure-reasons a")).to_have_text("the agent did not join in time")
     page.screenshot("dashboard")
+    # a failed session's page, from the failure link: the banner, the tables, the timeline
+    page.page.locator("#failure-reasons a").click()
+    page.page.locator("#result_list tbody tr a").first.click()
+    expect(page.page.locator(".console-failure")).to_contain_text("the agent did not join in time")
+    expect(page.page.locator(".console-timeline tbody tr")).to_have_count(2)
+    expect(page.page.locator(".latency-slowest")).to_have_count(2)
+    expect(page.page.locator('input[name="_save"]')).to_have_count(0)
+    page.screenshot("session")
     assert page.errors == [] and page.console_errors == []
     assert page.refused == []
 

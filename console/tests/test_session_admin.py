@@ -33,6 +33,8 @@ def test_list_shows_started_duration_turns_and_median_latency(
     assert '<td class="field-median_turn_latency">1.500</td>' in row
     assert '<td class="field-duration">2:05</td>' in row
     assert '<nav class="toplinks">' in html  # the date hierarchy
+    # read-only pages, but the actions that call the services stay
+    assert 'value="stop_agent"' in html and 'value="redispatch_agent"' in html
 
 
 def test_session_page_is_readable_and_read_only(staff_client: Client, agent: VoiceAgent) -> None:

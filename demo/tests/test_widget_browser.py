@@ -632,3 +632,31 @@ def test_demo_page_conversation_with_the_agent(
             what="everyone to have left the room",
         )
         assert worker.proc.poll() is None, "the agent worker must outlive the conversation"
+
+
+@pytest.mark.e2e
+def test_agent_crash_shows_reconnecting_the_assistant_then_listening_again(
+    browser_run: BrowserRun, live_server: Any, company: Company, agent: VoiceAgent
+) -> None:
+    name = f"browser-crash-{uuid.uuid4().hex[:8]}"
+    with voice_agent_worker(name) as worker, celery_with_agent_name(name):
+        page = browser_run.page()
+        page.goto(f"{live_server.url}/demo/?agent={agent.pk}&agent_timeout=90")
+        page.get_by_role("button", name="Talk to Browser agent").click()
+        expect(status(page)).to_have_attribute("data-agent-state", "listening", timeout=90_000)
+        (session,) = sessions_of(company)
+        pid = int(
+            re.search(
+                r"in process (\d+)", worker.wait_for_output(f"job for room {session.agent_room_name}", 30)
+            ).group(1)
+        )
+        os.kill(pid, 9)  # the job process dies, as under the out-of-memory killer
+        expect(status(page)).to_contain_text("Reconnecting the assistant", timeout=EXPECT_MS)
+        expect(status(page)).to_have_attribute("data-state", "reconnecting")
+        # a new agent in the same room: back to listening, same conversation, no error
+        expect(status(page)).to_have_attribute("data-agent-state", "listening", timeout=90_000)
+        expect(alert(page)).to_be_hidden()
+        session.refresh_from_db()
+        assert session.agent_status == AgentStatus.ACTIVE and session.recovery_count == 1
+        page.get_by_role("button", name="End conversation").click()
+        expect(status(page)).to_have_attribute("data-state", "ended")

@@ -4,8 +4,8 @@
 - admission: a start counts itself in, or is refused at a limit;
 - start_stop: start, stop, widget token and staff re-dispatch;
 - dispatch: queueing the session tasks, and what the dispatch and stop tasks do;
-- events: LiveKit webhooks and the agent workers' reports;
-- reconcile: the database brought in line with LiveKit (Celery beat).
+- events: LiveKit webhooks and the agent workers' reports, an agent lost and recovered;
+- reconcile: the database brought in line with LiveKit, and the watchdog of lost workers (Celery beat).
 """
 
 from .admission import session_admit
@@ -14,11 +14,19 @@ from .events import (
     session_agent_finished,
     session_agent_joined,
     session_agent_left,
+    session_agent_lost,
     session_handle_webhook,
+    session_recover,
     session_room_finished,
 )
 from .lifecycle import ALLOWED, session_fail, session_transition, sources_for
-from .reconcile import ReconcileReport, live_counters_repair, sessions_reconcile
+from .reconcile import (
+    ReconcileReport,
+    WatchdogReport,
+    live_counters_repair,
+    sessions_reconcile,
+    sessions_watchdog,
+)
 from .start_stop import (
     StartResult,
     session_redispatch,
@@ -31,16 +39,19 @@ from .start_stop import (
 __all__ = [
     "ALLOWED",
     "ReconcileReport",
+    "WatchdogReport",
     "StartResult",
     "live_counters_repair",
     "session_admit",
     "session_agent_finished",
     "session_agent_joined",
     "session_agent_left",
+    "session_agent_lost",
     "session_dispatch",
     "session_fail",
     "session_finish_stop",
     "session_handle_webhook",
+    "session_recover",
     "session_redispatch",
     "session_room_finished",
     "session_start",
@@ -50,5 +61,6 @@ __all__ = [
     "session_transition",
     "session_widget_token",
     "sessions_reconcile",
+    "sessions_watchdog",
     "sources_for",
 ]

@@ -41,7 +41,8 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
     """Create the room and the agent dispatch. Safe to run twice (redelivery).
 
     With `replace`, an existing dispatch is deleted and a new one created, so
-    a fresh job is offered to the workers (staff re-dispatch).
+    a fresh job is offered to the workers (staff re-dispatch, and always for a
+    recovering session, whose lost agent's job is gone).
     """
     session = ConversationSession.objects.filter(pk=session_pk).first()
     if session is None:
@@ -49,8 +50,13 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
     if session.agent_status == AgentStatus.PENDING:
         session_transition(session_pk=session_pk, to=AgentStatus.DISPATCHING)
         session.refresh_from_db()
-    if session.agent_status not in (AgentStatus.DISPATCHING, AgentStatus.STARTING):
+    if session.agent_status not in (AgentStatus.DISPATCHING, AgentStatus.STARTING, AgentStatus.RECOVERING):
         return
+    recovering = session.agent_status == AgentStatus.RECOVERING
+    if recovering and session.agent_identity:
+        # The server may still list the lost agent (until its connection times out);
+        # removing it frees its place in the room and makes sure it cannot come back.
+        lk.participant_remove(session.agent_room_name, session.agent_identity)
 
     max_participants = (
         settings.LIVEKIT_CONFERENCE_MAX_PARTICIPANTS if session.mode == AgentMode.CONFERENCE else 2
@@ -64,9 +70,12 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
             empty_timeout=settings.LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS,
             departure_timeout=settings.LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS,
         ),
-        replace=replace,
+        # a recovering session needs a new job: its old dispatch's job died with its agent
+        replace=replace or recovering,
     )
     ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
+    if recovering:
+        return  # recovering until the new agent joins (session_agent_joined)
     if session.agent_status == AgentStatus.STARTING:
         # A repeat for a session already starting: restart its clock for reconcile.
         ConversationSession.objects.filter(pk=session_pk, agent_status=AgentStatus.STARTING).update(

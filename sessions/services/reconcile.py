@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from .. import livekit_gateway as lk
 from ..models import LIVE_STATUSES, TERMINAL_STATUSES, AgentStatus, CompanyLiveSessions, ConversationSession
 from ..tasks import dispatch_agent as dispatch_agent_task
 from .dispatch import session_task_queue
+from .events import session_recover
 from .lifecycle import session_fail, session_transition
 
 logger = logging.getLogger(__name__)
@@ -171,3 +173,54 @@ def sessions_reconcile() -> ReconcileReport:
             if session_transition(session_pk=session.pk, to=AgentStatus.STOPPED):
                 report.stopped += 1
     return report
+
+
+@dataclass
+class WatchdogReport:
+    recovered: int = 0  # sessions whose worker stopped its heartbeats, given a new agent
+    failed: int = 0  # sessions out of recovery attempts, or that no worker took over in time
+
+
+def sessions_watchdog() -> WatchdogReport:
+    """Run by Celery beat every CELERY_WATCHDOG_INTERVAL_SECONDS: two indexed reads, no LiveKit call.
+
+    - active, whose heartbeat is older than AGENT_HEARTBEAT_TIMEOUT_SECONDS: the
+      worker serving it is gone (killed, machine lost, partitioned); recover it;
+    - recovering longer than AGENT_RECOVERY_TIMEOUT_SECONDS: no worker took the
+      new job; fail it with a reason.
+    """
+    report = WatchdogReport()
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.AGENT_HEARTBEAT_TIMEOUT_SECONDS)
+    lost = ConversationSession.objects.filter(
+        agent_status=AgentStatus.ACTIVE, agent_heartbeat_at__lt=stale
+    ).values_list("pk", "agent_identity", "agent_worker_id")
+    for pk, identity, worker_id in lost:
+        moved = session_recover(
+            session_pk=pk,
+            identity=identity,
+            reason=f"The agent's worker ({worker_id or 'unknown'}) stopped sending heartbeats (worker lost).",
+        )
+        if moved:
+            report.recovered += 1
+    timeout = settings.AGENT_RECOVERY_TIMEOUT_SECONDS
+    abandoned = ConversationSession.objects.filter(
+        agent_status=AgentStatus.RECOVERING, status_changed_at__lt=now - timedelta(seconds=timeout)
+    ).values_list("pk", "agent_room_name", "dispatch_id")
+    for pk, room_name, dispatch_id in abandoned:
+        if session_fail(
+            session_pk=pk,
+            reason=f"The agent was lost and no agent worker took the conversation over within {timeout} s "
+            "(is another worker running, with a free slot?).",
+        ):
+            report.failed += 1
+            transaction.on_commit(functools.partial(_close_quietly, room_name, dispatch_id))
+    return report
+
+
+def _close_quietly(room_name: str, dispatch_id: str) -> None:
+    try:
+        lk.room_close(room_name, dispatch_id)
+    except lk.LiveKitError as exc:
+        # reconcile closes rooms of ended sessions on its next round
+        logger.warning("could not close room %s: %s", room_name, exc)

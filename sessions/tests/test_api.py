@@ -305,6 +305,7 @@ def test_agent_status_shape(widget: APIClient, start_body: dict[str, Any]) -> No
         "started_at",
         "stopped_at",
         "worker_id",
+        "recovery_count",
         "failure_reason",
     }
     assert body["status"] == "pending" and body["failure_reason"] is None

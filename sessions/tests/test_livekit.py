@@ -209,6 +209,8 @@ def test_expired_and_forged_tokens_are_refused_by_the_server(company: Any, agent
 def test_real_webhook_moves_status_when_agent_joins_and_leaves(
     live_server: Any, company: Any, agent: Any
 ) -> None:
+    """An agent that leaves without its worker's report of how the conversation ended
+    was lost (a crash): the session is recovered, never recorded as stopped."""
     port = os.environ.get("TEST_LIVESERVER_PORT", "18765")
     assert live_server.url.endswith(f":{port}"), f"livekit-server's webhook points at port {port}"
     session = start(company, agent, "hooked")
@@ -226,8 +228,13 @@ def test_real_webhook_moves_status_when_agent_joins_and_leaves(
     assert session.agent_started_at is not None
     assert session.agent_identity == "agent-AJ_test"
     assert session.agent_worker_id
-    wait_for(lambda: status_of(session) == AgentStatus.STOPPED, timeout=15, what="webhook → stopped")
+    wait_for(lambda: status_of(session) == AgentStatus.RECOVERING, timeout=15, what="webhook → recovering")
+    session.refresh_from_db()
+    assert session.recovery_count == 1
     lk.room_close(session.agent_room_name)
+    wait_for(lambda: status_of(session) == AgentStatus.FAILED, timeout=15, what="room gone → failed")
+    session.refresh_from_db()
+    assert "being replaced" in session.failure_reason
 
 
 def test_a_visitor_joining_does_not_activate_the_session(live_server: Any, company: Any, agent: Any) -> None:

@@ -34,6 +34,7 @@ def test_agent_status_output() -> None:
             "agent_stopped_at": None,
             "agent_worker_id": "",
             "failure_reason": "no worker",
+            "recovery_count": 1,
         },
     )()
     assert AgentStatusOutput(row).data == {
@@ -44,5 +45,6 @@ def test_agent_status_output() -> None:
         "started_at": None,
         "stopped_at": None,
         "worker_id": "",
+        "recovery_count": 1,
         "failure_reason": "no worker",
     }

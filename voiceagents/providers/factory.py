@@ -4,22 +4,26 @@ The snapshot (resolved once by the API, stored on the session, passed as dispatc
 metadata) names providers; this module turns names into configured plugin instances and
 into the ``AgentSession`` keyword arguments that go with them.
 
-Turn detection is always chosen explicitly. Left to itself, ``AgentSession`` builds an
-``inference.TurnDetector`` and an adaptive interruption detector whose weights or service
-live on LiveKit's model hub / cloud, which our machines cannot reach. We pick:
+Turn detection is always chosen explicitly (``turn_detection`` in the snapshot). Left to
+itself, dev mode's ``AgentSession`` builds the cloud ``v1`` turn detector and an adaptive
+interruption detector, which only LiveKit's cloud serves. Everything here runs offline:
 
-- ``vad_enabled``: the VAD detects turns and barge-in; ``turn_detection="vad"``. Its
-  backend is ``AGENT_VAD_BACKEND``: ``native`` (livekit-local-inference's streaming
-  VAD, the default, chosen by bench/bench_capacity.py) or ``silero`` (the plugin's ONNX
-  model); both ship in their wheels. A non-streaming STT is wrapped here in
+- ``model`` (the default): the session's VAD hears speech stop, and
+  livekit-local-inference's audio end-of-turn model, ``TurnDetector(version="v1-mini")``
+  (its weights ship inside the wheel), hears whether the sentence sounded finished: the
+  turn ends ``min_endpointing_delay`` after the last speech when it did, and
+  ``max_endpointing_delay`` after when it did not ("I'd like to book, um...").
+- ``vad``: the VAD alone, a fixed ``min_endpointing_delay``.
+- In both, the VAD's backend is ``AGENT_VAD_BACKEND``: ``native`` (livekit-local-inference's
+  streaming VAD, the default, chosen by bench/bench_capacity.py) or ``silero`` (the
+  plugin's ONNX model); both ship in their wheels. A non-streaming STT is wrapped here in
   ``stt.StreamAdapter`` with the conversation's VAD listener (conversation_vad.py), so
   one model run per audio window serves both the turns and the STT's utterances
   (``with_one_vad_stream``, for a session that hears one person).
-- not ``vad_enabled``: the STT's own endpointing ends turns; ``turn_detection="stt"`` and
-  the session gets no VAD. Non-streaming STTs (openai, groq, local) cannot endpoint on
-  their own: such an STT is wrapped here in ``stt.StreamAdapter`` with the process's VAD,
-  which only cuts audio into utterances for the STT. The session still sees no VAD, so
-  turns end on the adapter's transcripts and interruptions come from transcripts too.
+- ``stt``: the STT's own endpointing ends turns and the session gets no VAD.
+  Non-streaming STTs (openai, groq, local) cannot endpoint on their own: such an STT is
+  wrapped here in ``stt.StreamAdapter`` with the process's VAD, which only cuts audio into
+  utterances for the STT. Interruptions then come from transcripts.
 
 Interruption handling is pinned to ``mode="vad"`` so the framework never builds the
 cloud-backed adaptive detector; ``allow_interruptions`` switches it on or off.
@@ -32,11 +36,12 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlparse
 
+import numpy as np
 import openai as openai_sdk
-from livekit.agents import llm, stt, tts, vad
+from livekit.agents import inference, llm, stt, tts, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, groq, openai, silero
@@ -62,7 +67,16 @@ DEEPGRAM_STT_MODEL = "nova-3"
 OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
 OPENAI_TTS_DEFAULT_VOICE = "alloy"
 
-TurnDetection = Literal["vad", "stt"]
+TurnDetection = Literal["model", "vad", "stt"]
+TURN_DETECTIONS: tuple[TurnDetection, ...] = get_args(TurnDetection)
+# the local end-of-turn model; named, because left unset dev mode picks the cloud "v1"
+TURN_DETECTOR_VERSION: inference.TurnDetectorVersions = "v1-mini"
+# settings.AGENT_MAX_ENDPOINTING_DELAY_SECONDS when not set: the framework's own default
+# for a streaming turn detector
+DEFAULT_MAX_ENDPOINTING_DELAY = 2.5
+# settings.AGENT_INTERRUPTION_MIN_SECONDS / AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS when not set
+DEFAULT_INTERRUPTION_MIN_DURATION = 0.1
+DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 1.0
 # settings.AGENT_ENDPOINTING_DELAY_SECONDS / AGENT_VAD_MIN_SILENCE_SECONDS when not set
 DEFAULT_ENDPOINTING_DELAY = 0.5
 DEFAULT_VAD_MIN_SILENCE = 0.25
@@ -87,12 +101,27 @@ class Providers:
     allow_interruptions: bool
     endpointing_delay: float = DEFAULT_ENDPOINTING_DELAY
     preemptive_tts: bool = True
+    max_endpointing_delay: float = DEFAULT_MAX_ENDPOINTING_DELAY
+    # the end-of-turn model, for turn_detection "model"
+    turn_detector: inference.TurnDetector | None = None
+    interruption_min_duration: float = DEFAULT_INTERRUPTION_MIN_DURATION
+    false_interruption_timeout: float = DEFAULT_FALSE_INTERRUPTION_TIMEOUT
 
     def turn_handling(self) -> TurnHandlingOptions:
         return {
-            "turn_detection": self.turn_detection,
-            "interruption": {"enabled": self.allow_interruptions, "mode": "vad"},
-            "endpointing": {"min_delay": self.endpointing_delay},
+            "turn_detection": self.turn_detector if self.turn_detection == "model" else self.turn_detection,
+            # the voice pauses on a short sound and resumes unless words follow (the
+            # framework's false-interruption handling): quick barge-in, and a cough or
+            # a backchannel does not cost the reply
+            "interruption": {
+                "enabled": self.allow_interruptions,
+                "mode": "vad",
+                "min_duration": self.interruption_min_duration,
+                "min_words": 0,
+                "resume_false_interruption": True,
+                "false_interruption_timeout": self.false_interruption_timeout,
+            },
+            "endpointing": {"min_delay": self.endpointing_delay, "max_delay": self.max_endpointing_delay},
             # the reply is generated from the final transcript while the endpointing
             # delay runs, and kept when the turn ends with that same transcript
             "preemptive_generation": {"enabled": True, "preemptive_tts": self.preemptive_tts},
@@ -123,7 +152,7 @@ class Providers:
 _VAD_LOCK = threading.Lock()
 _VADS: dict[tuple[float, float, str], vad.VAD] = {}
 VAD_BACKENDS = ("native", "native-thread", "silero")
-DEFAULT_VAD_BACKEND = "silero"
+DEFAULT_VAD_BACKEND = "native"
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -184,6 +213,28 @@ def load_vad(
         return loaded
 
 
+_TURN_DETECTOR: inference.TurnDetector | None = None
+
+
+def load_turn_detector() -> inference.TurnDetector:
+    """The process's end-of-turn model, loaded on first call and then shared.
+
+    Each session's ``stream()`` keeps its own audio buffer over one native model (the
+    weights load once per process, or once in the forkserver). Call it in a worker's
+    prewarm: it also runs one prediction, so the first turn of a job pays no load.
+    """
+    global _TURN_DETECTOR
+    with _VAD_LOCK:
+        if _TURN_DETECTOR is None:
+            from livekit import local_inference
+
+            local_inference.init_eot()
+            with local_inference.EOT() as eot:
+                eot.predict(np.zeros(local_inference.EOT_MAX_SAMPLES, dtype=np.int16))
+            _TURN_DETECTOR = inference.TurnDetector(version=TURN_DETECTOR_VERSION)
+        return _TURN_DETECTOR
+
+
 def vad_settings(settings: Any) -> tuple[float, float, str]:
     """(VAD min silence, VAD deactivation threshold, VAD backend) from settings, with our defaults."""
     return (
@@ -231,7 +282,6 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
     llm_provider = _choice(config, "llm_provider", LLM_PROVIDERS, "LLM")
     stt_provider = _choice(config, "stt_provider", STT_PROVIDERS, "STT")
     tts_provider = _choice(config, "tts_provider", TTS_PROVIDERS, "TTS")
-    vad_enabled = bool(config.get("vad_enabled", True))
     allow_interruptions = bool(config.get("allow_interruptions", True))
 
     try:
@@ -244,17 +294,17 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         # the plugins validate their own arguments with ValueError
         raise ProviderConfigError(str(e)) from e
 
-    _, endpointing_delay, preemptive_tts = turn_settings(settings)
-    session_vad: vad.VAD | None
-    turn_detection: TurnDetection
-    if vad_enabled:
-        session_vad = settings_vad(settings)
-        turn_detection = "vad"
-    else:
-        session_vad = None
-        turn_detection = "stt"
+    turn_detection, min_delay, max_delay = endpointing(config, settings)
+    _, _, preemptive_tts = turn_settings(settings)
+    session_vad: vad.VAD | None = None
+    detector: inference.TurnDetector | None = None
+    if turn_detection == "stt":
         if not stt_plugin.capabilities.streaming:
             stt_plugin = stt.StreamAdapter(stt=stt_plugin, vad=settings_vad(settings))
+    else:
+        session_vad = settings_vad(settings)
+        if turn_detection == "model":
+            detector = load_turn_detector()
 
     return Providers(
         stt=stt_plugin,
@@ -263,9 +313,46 @@ def build_providers(config: dict[str, Any], *, settings: Any) -> Providers:
         vad=session_vad,
         turn_detection=turn_detection,
         allow_interruptions=allow_interruptions,
-        endpointing_delay=endpointing_delay,
+        endpointing_delay=min_delay,
         preemptive_tts=preemptive_tts,
+        max_endpointing_delay=max_delay,
+        turn_detector=detector,
+        interruption_min_duration=float(
+            getattr(settings, "AGENT_INTERRUPTION_MIN_SECONDS", DEFAULT_INTERRUPTION_MIN_DURATION)
+        ),
+        false_interruption_timeout=float(
+            getattr(settings, "AGENT_FALSE_INTERRUPTION_TIMEOUT_SECONDS", DEFAULT_FALSE_INTERRUPTION_TIMEOUT)
+        ),
     )
+
+
+def endpointing(config: dict[str, Any], settings: Any) -> tuple[TurnDetection, float, float]:
+    """(turn detection, min delay, max delay) of a snapshot.
+
+    Snapshots made before turn detection was a setting have none: theirs follows
+    ``vad_enabled`` (vad or stt) and the deployment's delays, as it did then.
+    """
+    raw = config.get("turn_detection") or ("vad" if config.get("vad_enabled", True) else "stt")
+    mode = str(raw).strip().lower()
+    if mode not in TURN_DETECTIONS:
+        raise ProviderConfigError(
+            f"unknown turn detection {raw!r}; expected one of " + ", ".join(repr(t) for t in TURN_DETECTIONS)
+        )
+    _, default_min, _ = turn_settings(settings)
+    if mode == "model":
+        default_min = float(getattr(settings, "AGENT_MODEL_ENDPOINTING_DELAY_SECONDS", default_min))
+    default_max = float(
+        getattr(settings, "AGENT_MAX_ENDPOINTING_DELAY_SECONDS", DEFAULT_MAX_ENDPOINTING_DELAY)
+    )
+    given_min, given_max = config.get("min_endpointing_delay"), config.get("max_endpointing_delay")
+    try:
+        low = float(default_min if given_min is None else given_min)
+        high = float(default_max if given_max is None else given_max)
+    except (TypeError, ValueError) as e:
+        raise ProviderConfigError(f"endpointing delays must be numbers: {e}") from e
+    if low < 0 or high < 0:
+        raise ProviderConfigError("endpointing delays must not be negative")
+    return cast(TurnDetection, mode), low, max(high, low)
 
 
 def with_one_vad_stream(providers: Providers) -> Providers:

@@ -36,6 +36,7 @@ DEFAULT_RATE_WPM = 175
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_SSML = 0x10
 _ESPEAK_RATE = 1
 _EE_OK = 0
 
@@ -101,12 +102,13 @@ class _EspeakEngine:
             raise EspeakError(f"espeak-ng has no voice named {voice!r}")
         self._voice = voice
 
-    def synthesize(self, text: str, *, voice: str, rate_wpm: int) -> np.ndarray:
+    def synthesize(self, text: str, *, voice: str, rate_wpm: int, ssml: bool = False) -> np.ndarray:
         self.set_voice(voice)
         self._lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
-        status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+        flags = _ESPEAK_CHARS_UTF8 | (_ESPEAK_SSML if ssml else 0)
+        status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
         if status != _EE_OK:
             raise EspeakError(f"espeak_Synth failed with status {status}")
         self._lib.espeak_Synchronize()
@@ -136,11 +138,14 @@ def synthesize_samples(
     voice: str = DEFAULT_VOICE,
     rate_wpm: int = DEFAULT_RATE_WPM,
     sample_rate: int = ESPEAK_SAMPLE_RATE,
+    ssml: bool = False,
 ) -> np.ndarray:
-    """Speak ``text``; return mono int16 samples at ``sample_rate``. Blocking, thread-safe."""
+    """Speak ``text`` (SSML markup when ``ssml``: ``<break time="600ms"/>`` keeps a pause
+    inside one sentence's intonation); return mono int16 samples at ``sample_rate``.
+    Blocking, thread-safe."""
     with _LOCK:
         engine = _engine()
-        samples = engine.synthesize(text, voice=voice, rate_wpm=rate_wpm)
+        samples = engine.synthesize(text, voice=voice, rate_wpm=rate_wpm, ssml=ssml)
         native_rate = engine.sample_rate
     return resample_pcm16(samples, native_rate, sample_rate)
 

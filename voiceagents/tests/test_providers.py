@@ -29,6 +29,7 @@ from voiceagents.providers.factory import (
     ProviderConfigError,
     Providers,
     build_providers,
+    load_turn_detector,
     load_vad,
     prewarm_clients,
 )
@@ -316,8 +317,15 @@ def test_factory_builds_every_combination(stub: StubServer) -> None:
         assert kwargs["vad"] is providers.vad and "vad" in kwargs
         assert kwargs["turn_handling"] == {
             "turn_detection": providers.turn_detection,
-            "interruption": {"enabled": interruptions, "mode": "vad"},
-            "endpointing": {"min_delay": 0.5},
+            "interruption": {
+                "enabled": interruptions,
+                "mode": "vad",
+                "min_duration": 0.1,
+                "min_words": 0,
+                "resume_false_interruption": True,
+                "false_interruption_timeout": 1.0,
+            },
+            "endpointing": {"min_delay": 0.5, "max_delay": 2.5},
             "preemptive_generation": {"enabled": True, "preemptive_tts": True},
         }
 
@@ -340,7 +348,7 @@ def test_turn_taking_settings_reach_the_vad_and_the_session(stub: StubServer) ->
     assert providers.vad.inner._opts.min_silence_duration == 0.4
     assert providers.vad.inner._opts.deactivation_threshold == 0.3
     handling = providers.session_kwargs()["turn_handling"]
-    assert handling["endpointing"] == {"min_delay": 0.7}
+    assert handling["endpointing"] == {"min_delay": 0.7, "max_delay": 2.5}
     assert handling["preemptive_generation"] == {"enabled": True, "preemptive_tts": False}
 
 
@@ -427,7 +435,7 @@ def test_vad_dates_the_end_of_speech_at_the_last_audible_sound(sentence: str) ->
     # differed by up to 60 ms
     true_end = sum(f.duration for f in frames) - trail
 
-    silero_ends = _speech_ends(load_vad().inner, frames)
+    silero_ends = _speech_ends(load_vad(backend="silero").inner, frames)
     our_ends = _speech_ends(load_vad(), frames)
 
     assert len(silero_ends) == len(our_ends) == 1
@@ -633,6 +641,73 @@ def test_session_kwargs_are_accepted_by_agent_session() -> None:
         return seen
 
     assert run(body()) == [("vad", True, True, "vad"), ("stt", True, False, "vad")]
+
+
+def test_model_turn_detection_uses_the_local_end_of_turn_model_offline() -> None:
+    """``model``: the session gets the VAD and livekit-local-inference's v1-mini detector,
+    the process's one instance (made in prewarm), with the profile's two delays."""
+    from livekit.agents import inference
+
+    config = dict(FULL_CONFIG, turn_detection="model", min_endpointing_delay=0.2, max_endpointing_delay=1.8)
+
+    async def body() -> tuple[Providers, Any, Any]:
+        providers = build_providers(config, settings=NO_KEYS)
+        session = AgentSession(**providers.session_kwargs())
+        seen = (session.turn_detection, dict(session.options.turn_handling["endpointing"]))
+        await session.aclose()
+        await providers.aclose()
+        return providers, *seen
+
+    providers, detection, endpointing = run(body())
+    assert isinstance(providers.turn_detector, inference.TurnDetector)
+    assert providers.turn_detector is load_turn_detector()
+    assert providers.turn_detector.model == "turn-detector-v1-mini"
+    assert providers.vad is load_vad()
+    assert detection is providers.turn_detector
+    assert endpointing["min_delay"] == 0.2 and endpointing["max_delay"] == 1.8
+
+
+@pytest.mark.parametrize(("mode", "vad_expected"), [("vad", True), ("stt", False)], ids=["vad", "stt"])
+def test_vad_and_stt_turn_detection_need_no_end_of_turn_model(mode: str, vad_expected: bool) -> None:
+    # turn_detection wins over the legacy vad_enabled
+    config = dict(FULL_CONFIG, vad_enabled=not vad_expected, turn_detection=mode, min_endpointing_delay=0.3)
+    providers = build_providers(config, settings=NO_KEYS)
+    assert providers.turn_detector is None
+    assert providers.turn_detection == mode
+    assert (providers.vad is not None) == vad_expected
+    assert providers.session_kwargs()["turn_handling"]["turn_detection"] == mode
+    assert providers.endpointing_delay == 0.3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"turn_detection": "psychic"}, "unknown turn detection"),
+        ({"min_endpointing_delay": -0.1}, "negative"),
+        ({"max_endpointing_delay": "soon"}, "numbers"),
+    ],
+)
+def test_factory_rejects_bad_turn_settings(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ProviderConfigError, match=fragment):
+        build_providers(dict(FULL_CONFIG, **overrides), settings=NO_KEYS)
+
+
+def test_the_end_of_turn_model_is_loaded_once_per_process_and_predicts_offline() -> None:
+    from livekit import local_inference
+
+    assert load_turn_detector() is load_turn_detector()
+    finished, rate = synthesize_pcm("Thank you very much.")
+    with local_inference.EOT() as eot:
+        probability = eot.predict(_tail_16k(finished, rate))
+    assert 0.0 < probability < 1.0
+
+
+def _tail_16k(pcm: bytes, rate: int) -> np.ndarray:
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    positions = np.arange(0, samples.size, rate / 16000)
+    resampled = np.interp(positions, np.arange(samples.size), samples).astype(np.int16)
+    silence = np.zeros(3200, dtype=np.int16)  # 200 ms: where the framework asks
+    return np.concatenate([resampled, silence])[-19200:]
 
 
 class _CountingVAD(vad.VAD):

@@ -21,7 +21,6 @@ from sessions.models import AgentStatus, ConversationSession
 from sessions.services import session_start, session_transition
 from tests.factories import VoiceAgentFactory
 from voiceagents.worker.capacity import (
-    LOST_JOB_REASON,
     Capacity,
     MemoryWatch,
     session_fail_if_open,
@@ -203,10 +202,11 @@ def test_memory_watch_samples_the_job_processes_of_a_real_process_tree() -> None
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_that_ends_without_recording_its_end_fails_its_session() -> None:
+def test_a_job_that_ends_without_recording_its_end_has_its_session_recovered() -> None:
     """A job process killed (over AGENT_JOB_MEMORY_KILL_MB, or crashed) never records how the
-    conversation ended; when it leaves the worker's running jobs its session fails with a
-    reason. A job that ended normally has recorded its end, and is left alone."""
+    conversation ended; when it leaves the worker's running jobs its session is recovered
+    with a new agent (sessions/tests/test_recovery.py). A job that ended normally has
+    recorded its end, and is left alone."""
     agent_profile = VoiceAgentFactory()
     killed = session_start(
         company=agent_profile.company, agent_id=agent_profile.pk, session_id="killed"
@@ -262,6 +262,5 @@ def test_a_job_that_ends_without_recording_its_end_fails_its_session() -> None:
     seen = run(body())
     assert sorted(seen) == sorted([killed.agent_room_name, ended.agent_room_name])
     killed_row = ConversationSession.objects.get(pk=killed.pk)
-    assert killed_row.agent_status == AgentStatus.FAILED
-    assert killed_row.failure_reason == LOST_JOB_REASON
+    assert killed_row.agent_status == AgentStatus.RECOVERING and killed_row.recovery_count == 1
     assert ConversationSession.objects.get(pk=ended.pk).agent_status == AgentStatus.STOPPED

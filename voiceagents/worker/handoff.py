@@ -25,6 +25,7 @@ from livekit.agents import Agent, AgentSession, StopResponse, stt
 from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
 from livekit.agents.voice import ModelSettings
 
+from .backchannel import BackchannelTolerantAgent
 from .conversation import Speaker, TranscriptRecorder
 from .reporting import db
 
@@ -39,8 +40,8 @@ MISSED_LINE = (
 )
 
 
-class HandoffAgent(Agent):
-    """The profile's agent, silent once a person has joined (its scribe keeps writing)."""
+class HandoffAgent(BackchannelTolerantAgent):
+    """The profile's agent (backchannels over its replies ignored), silent once a person has joined (its scribe keeps writing)."""
 
     def __init__(self, *, handoff: Handoff, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -20,11 +20,14 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from .capacity import Capacity, MemoryWatch, session_fail_if_open, watch_jobs
 from .reporting import db
+from .supervision import hand_over, wait_until_taken_over, watch_sessions
 
 logger = logging.getLogger("agentconnect.worker")
 
 EXIT_OK = 0
 EXIT_CONNECT_FAILED = 2
+# how long a drained worker lets replacement agents arrive before it closes its jobs
+HANDOVER_WAIT_SECONDS = 10.0
 # replaced after AGENT_RECYCLE_AFTER_CONVERSATIONS or over its memory: the supervisor
 # starts a fresh worker (docker's restart policy, systemd Restart=always)
 EXIT_RECYCLE = 3
@@ -150,7 +153,9 @@ async def serve(
             await server.drain(timeout=int(drain_timeout))
             logger.info("drained: every conversation ended")
         except TimeoutError:
-            logger.warning("drain timeout passed; ending the remaining conversations")
+            logger.warning("drain timeout passed; moving the remaining conversations to other workers")
+            await hand_over(server)
+            await wait_until_taken_over(server, timeout=HANDOVER_WAIT_SECONDS)
         await server.aclose()
 
     async def recycle() -> None:
@@ -165,6 +170,7 @@ async def serve(
         await db(session_fail_if_open, room_name=room_name)
 
     closer = asyncio.create_task(drain_then_close())
+    watcher = asyncio.create_task(watch_sessions(server), name="watch-sessions")
     helpers: list[asyncio.Task[None]] = []
     if capacity is not None:
         if capacity.memory is not None:
@@ -180,6 +186,7 @@ async def serve(
         await server.aclose()
         return EXIT_CONNECT_FAILED
     finally:
+        watcher.cancel()
         if not closer.done():
             closer.cancel()
         for task in helpers:

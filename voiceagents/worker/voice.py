@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from livekit.agents import AgentSession, AutoSubscribe, JobContext, JobProcess, room_io
+from livekit.agents.llm import ChatContext
 
 from . import captions
 from .conversation import (
@@ -16,6 +17,7 @@ from .conversation import (
     Speaker,
     build_agent_session,
     instructions_for,
+    resume_line,
     wait_for_identity,
 )
 from .handoff import Handoff, HandoffAgent
@@ -28,14 +30,15 @@ AUDIO_INPUT_FRAME_MS = 20
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs once in every job process before it takes a job: Django, the VAD model, HTTP clients,
-    the captions' speaking-rate detector."""
+    """Runs once in every job process before it takes a job: Django, the VAD and end-of-turn
+    models, HTTP clients, the captions' speaking-rate detector."""
     import django
 
     django.setup()
-    from voiceagents.providers.factory import prewarm_clients, settings_vad
+    from voiceagents.providers.factory import load_turn_detector, prewarm_clients, settings_vad
 
     settings_vad(settings)  # cached for the process; every session in it reuses the model
+    load_turn_detector()  # weights in memory and one prediction run: the first turn pays no load
     prewarm_clients(settings)  # SSL contexts built here, not while the visitor waits
     captions.install()  # synced captions without stalling each reply's first audio
 
@@ -62,7 +65,12 @@ def voice_room_options(visitor_identity: str) -> room_io.RoomOptions:
 
 
 async def voice_agent(
-    conversation: Conversation, session: AgentSession, *, visitor: Speaker, stt_plugin: Any
+    conversation: Conversation,
+    session: AgentSession,
+    *,
+    visitor: Speaker,
+    stt_plugin: Any,
+    history: ChatContext | None = None,
 ) -> HandoffAgent:
     """The profile's agent with its tools, bound to this conversation and its handoff."""
     from sessions.models import END_REASON_AGENT
@@ -96,10 +104,16 @@ async def voice_agent(
         on_transfer=handoff.request,
     )
     config = conversation.config
+    if history is None:
+        return HandoffAgent(
+            handoff=handoff, instructions=instructions_for(config), tools=build_tools(spec, hooks)
+        )
+    # a resumed conversation carries on from every stored turn
     return HandoffAgent(
         handoff=handoff,
         instructions=instructions_for(config),
         tools=build_tools(spec, hooks),
+        chat_ctx=history,
     )
 
 
@@ -136,16 +150,22 @@ async def voice_entrypoint(ctx: JobContext) -> None:
         )
         return
 
+    history = await conversation.resume_history()
     session = build_agent_session(config, providers)
     speaker = Speaker(identity=visitor.identity, name=visitor.name or "Visitor")
     conversation.attach(session, user=speaker)
     await session.start(
-        agent=await voice_agent(conversation, session, visitor=speaker, stt_plugin=scribe_stt),
+        agent=await voice_agent(
+            conversation, session, visitor=speaker, stt_plugin=scribe_stt, history=history
+        ),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
         session_host=SESSION_HOST,
     )
-    greeting = str(config.get("greeting_message") or "")
-    if greeting:
-        session.say(greeting, allow_interruptions=bool(config.get("allow_interruptions", True)))
+    allow_interruptions = bool(config.get("allow_interruptions", True))
+    if conversation.recovering:
+        # The visitor was greeted by the agent that was lost: one short line, then carry on.
+        session.say(resume_line(config), allow_interruptions=allow_interruptions)
+    elif greeting := str(config.get("greeting_message") or ""):
+        session.say(greeting, allow_interruptions=allow_interruptions)
     await joined

@@ -94,6 +94,26 @@ export class ApiClient {
     return this.post('start-voice-session', body);
   }
 
+  async agentStatus(sessionId) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const response = await fetch(this.url(`agent-status/${encodeURIComponent(sessionId)}`), {
+        headers: { 'X-Widget-Key': this.widgetKey },
+        credentials: 'omit',
+        mode: 'cors',
+        signal: controller.signal,
+      });
+      const data = await response.json();
+      if (!response.ok || !data || data.success === false) {
+        throw new WidgetError('server', `The voice service answered with an error (HTTP ${response.status}).`);
+      }
+      return data;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   widgetToken(body) {
     return this.post('widget-voice-token', body);
   }

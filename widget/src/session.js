@@ -25,6 +25,8 @@ export const ATTRIBUTE_TRACK_ID = 'lk.transcribed_track_id';
 // of retries), the widget asks the API for a fresh token (widget-voice-token:
 // the first may have expired) and joins again, after each of these pauses.
 const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+// Session statuses (agent-status) after which no agent comes back to the room.
+const AGENT_GONE_STATUSES = new Set(['stopping', 'stopped', 'failed']);
 const CONNECT_TIMEOUT_MS = 20000;
 
 // Disconnects that mean "this conversation is over", not "the network broke".
@@ -293,6 +295,30 @@ export class VoiceSession {
   }
 
   async agentLeft() {
+    const left = this.agentIdentity;
+    this.agentIdentity = null;
+    // A replacement may already be in the room (the newest agent wins).
+    const other = this.room
+      ? Array.from(this.room.remoteParticipants.values()).find((p) => p.kind === ParticipantKind.AGENT && p.identity !== left)
+      : null;
+    if (other) {
+      this.agentJoined(other);
+      return;
+    }
+    // An agent that leaves a live session was lost (a crash, a deploy): the backend
+    // brings a new one into this room with the conversation so far. Wait for it.
+    let status = '';
+    try {
+      status = (await this.api.agentStatus(this.sessionId)).status;
+    } catch (_) {
+      status = '';
+    }
+    if (this.done || this.agentIdentity) return;
+    if (status && !AGENT_GONE_STATUSES.has(status)) {
+      this.setPhase('agent-reconnecting');
+      this.agentTimer = setTimeout(() => this.agentTimedOut(), this.cfg.agentTimeoutMs);
+      return;
+    }
     await this.finish('The assistant has left the conversation.');
   }
 

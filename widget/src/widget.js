@@ -19,6 +19,7 @@ const PHASES = {
   connecting: ['connecting', 'Connecting…'],
   'waiting-agent': ['connecting', 'Connecting… waiting for the assistant to join'],
   reconnecting: ['reconnecting', 'Connection lost, reconnecting…'],
+  'agent-reconnecting': ['reconnecting', 'Reconnecting the assistant…'],
   rejoining: ['reconnecting', 'Connection lost, rejoining the conversation…'],
   ending: ['ending', 'Ending the conversation…'],
   ended: ['ended', 'Conversation ended'],

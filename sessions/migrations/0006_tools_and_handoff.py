@@ -7,8 +7,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversation_sessions", "0004_live_session_release_trigger"),
-        ("voiceagents", "0002_agent_tools"),
+        ("conversation_sessions", "0005_recovery"),
+        ("voiceagents", "0004_agent_tools"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("voiceagents", "0001_initial"),
+        ("voiceagents", "0003_turn_detection"),
     ]
 
     operations = [
