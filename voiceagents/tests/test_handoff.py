@@ -84,6 +84,14 @@ def turns(session_id: str) -> list[TranscriptTurn]:
     return list(TranscriptTurn.objects.filter(session__session_id=session_id).order_by("sequence"))
 
 
+def wait_for_or_false(predicate: Any, timeout: float) -> bool:
+    try:
+        wait_for(predicate, timeout=timeout, what="")
+    except AssertionError:
+        return False
+    return True
+
+
 def turns_by(session_id: str, identity: str) -> int:
     return sum(1 for t in turns(session_id) if t.speaker_identity == identity)
 
@@ -149,11 +157,17 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
             stub.state.fixed_transcript = "this is Sam from support"
             await person.speak(pcm, rate)
             await asyncio.wait_for(_heard(visitor, grant["identity"]), 30)
+
+            def person_transcribed() -> bool:
+                return any(t.speaker_identity == grant["identity"] for t in turns(session_id))
+
+            # a loaded machine's VAD can miss one utterance: the person says it again, at most twice more
+            for _ in range(2):
+                if await asyncio.to_thread(wait_for_or_false, person_transcribed, 20):
+                    break
+                await person.speak(pcm, rate)
             await asyncio.to_thread(
-                wait_for,
-                lambda: any(t.speaker_identity == grant["identity"] for t in turns(session_id)),
-                timeout=60,
-                what="the person's words in the transcript",
+                wait_for, person_transcribed, timeout=60, what="the person's words in the transcript"
             )
             # the visitor's words are still transcribed, and the agent no longer answers
             stub.state.fixed_transcript = "thanks for joining"

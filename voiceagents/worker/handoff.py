@@ -145,16 +145,17 @@ class Handoff:
         if not await db(session_handoff_joined, session_pk=self.session_pk, identity=participant.identity):
             return  # not waiting (never asked, or already missed): the agent carries on
         self._joined.set()
-        name = participant.name or "A member of our team"
-        await self._attribute("connected")
-        if self.session is not None:
-            # one line, then silence: the scribe is switched on once it has been said
-            handle = self.session.say(f"{name} from our team has joined. I'll leave you with them.")
-            await handle
-        self.scribe = True
+        # the person's words are transcribed from the moment they are in
         for publication in participant.track_publications.values():
             if isinstance(publication.track, rtc.RemoteAudioTrack):
                 self._start_scribe(participant, publication.track)
+        name = participant.name or "A member of our team"
+        await self._attribute("connected")
+        if self.session is not None:
+            # one line, then silence: the agent stops answering once it has been said
+            handle = self.session.say(f"{name} from our team has joined. I'll leave you with them.")
+            await handle
+        self.scribe = True
 
     def _on_track(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
@@ -164,7 +165,7 @@ class Handoff:
         if (
             isinstance(track, rtc.RemoteAudioTrack)
             and is_staff_identity(participant.identity)
-            and self.scribe
+            and self._joined.is_set()
         ):
             self._start_scribe(participant, track)
 

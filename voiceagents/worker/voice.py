@@ -127,6 +127,9 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     config = conversation.config
     try:
         providers = build_providers(config, settings=settings)
+        # a staff member's words in a handoff need a VAD stream of their own, not the
+        # visitor's shared one: the scribe wraps this STT itself
+        scribe_stt = providers.stt
         if settings.AGENT_VAD_SHARED_STREAM:
             providers = with_one_vad_stream(providers)
     except ProviderConfigError as exc:
@@ -153,7 +156,7 @@ async def voice_entrypoint(ctx: JobContext) -> None:
     conversation.attach(session, user=speaker)
     await session.start(
         agent=await voice_agent(
-            conversation, session, visitor=speaker, stt_plugin=providers.stt, history=history
+            conversation, session, visitor=speaker, stt_plugin=scribe_stt, history=history
         ),
         room=ctx.room,
         room_options=voice_room_options(visitor.identity),
