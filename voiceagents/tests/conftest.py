@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from stubs.server import StubServer
 from tests.processes import Process, test_database_env
 
 
@@ -34,3 +35,24 @@ def voice_worker(live_server: Any, transactional_db: Any, tmp_path: Any) -> Iter
     yield proc
     proc.stop()
     print(f"--- {proc.name} output ---\n{proc.tail(120)}")  # shown when the test failed
+
+
+@pytest.fixture(scope="module")
+def openai_stub() -> Iterator[StubServer]:
+    """A stub speaking OpenAI's protocol (LLM, STT, TTS), its transcript and reply set per test."""
+    server = StubServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_stub_worker(
+    openai_stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
+) -> Iterator[Process]:
+    """One voice worker for the module, its OpenAI providers pointed at ``openai_stub``."""
+    with django_db_blocker.unblock():
+        proc = start_agent_worker(OPENAI_API_KEY="test-key", OPENAI_BASE_URL=openai_stub.openai_base_url)
+    yield proc
+    proc.stop()
+    print(f"--- worker output ---\n{proc.tail(150)}")

@@ -9,7 +9,6 @@ derail it: the reply goes on and is stored whole.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,6 @@ from tests.processes import Process, celery_worker
 from tests.utterances import SAMPLE_RATE, speak
 from tests.visitor import Visitor
 
-from .conftest import start_agent_worker
 from .test_voice_e2e import start_session, status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -36,25 +34,6 @@ LONG_REPLY = (
 )
 SHORT_REPLY = "Okay, go ahead."
 STUBBED = {"llm_provider": "openai", "stt_provider": "openai", "tts_provider": "openai"}
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    server = StubServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def stub_worker(
-    stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
-) -> Iterator[Process]:
-    with django_db_blocker.unblock():
-        proc = start_agent_worker(OPENAI_API_KEY="test-key", OPENAI_BASE_URL=stub.openai_base_url)
-    yield proc
-    proc.stop()
-    print(f"--- worker output ---\n{proc.tail(150)}")
 
 
 def cough() -> np.ndarray:
@@ -99,8 +78,12 @@ def over_a_long_reply(
     return list(TranscriptTurn.objects.filter(session__session_id=session_id).order_by("sequence"))
 
 
-def test_barge_in_stops_the_agent_and_keeps_what_was_heard(stub: StubServer, stub_worker: Process) -> None:
-    turns = over_a_long_reply(stub, "barge-in", speak("wait, stop please"), "wait stop please", answered=True)
+def test_barge_in_stops_the_agent_and_keeps_what_was_heard(
+    openai_stub: StubServer, openai_stub_worker: Process
+) -> None:
+    turns = over_a_long_reply(
+        openai_stub, "barge-in", speak("wait, stop please"), "wait stop please", answered=True
+    )
     seen = [(t.role, t.text, t.interrupted) for t in turns]
     reply = next(t for t in turns if t.role == "assistant" and t.sequence > 1)
     assert reply.interrupted, seen
@@ -118,9 +101,9 @@ def test_barge_in_stops_the_agent_and_keeps_what_was_heard(stub: StubServer, stu
     ids=["mhm", "yeah", "cough"],
 )
 def test_a_backchannel_does_not_derail_the_reply(
-    stub: StubServer, stub_worker: Process, sound: Any, transcript: str
+    openai_stub: StubServer, openai_stub_worker: Process, sound: Any, transcript: str
 ) -> None:
-    turns = over_a_long_reply(stub, f"backchannel-{transcript or 'cough'}", sound(), transcript)
+    turns = over_a_long_reply(openai_stub, f"backchannel-{transcript or 'cough'}", sound(), transcript)
     seen = [(t.role, t.text, t.interrupted) for t in turns]
     replies = [t for t in turns if t.role == "assistant" and t.sequence > 1]
     assert [(r.text, r.interrupted) for r in replies] == [(LONG_REPLY, False)], seen
