@@ -32,21 +32,13 @@ TRIGGERS = {
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    server = StubServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def handoff_worker(
-    stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
+    openai_stub: StubServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
 ) -> Iterator[Process]:
     with django_db_blocker.unblock():
         proc = start_agent_worker(
             OPENAI_API_KEY="test-key",
-            OPENAI_BASE_URL=stub.openai_base_url,
+            OPENAI_BASE_URL=openai_stub.openai_base_url,
             AGENT_PROVIDER_TIMEOUT_SECONDS="8",
         )
     yield proc
@@ -96,12 +88,14 @@ def turns_by(session_id: str, identity: str) -> int:
     return sum(1 for t in turns(session_id) if t.speaker_identity == identity)
 
 
-async def ask_for_a_person(stub: StubServer, visitor: Visitor, body: dict[str, Any], session_id: str) -> None:
+async def ask_for_a_person(
+    openai_stub: StubServer, visitor: Visitor, body: dict[str, Any], session_id: str
+) -> None:
     await visitor.join(body["livekit_url"], body["user_token"])
     await asyncio.wait_for(visitor.joined_agent.wait(), 30)
     await visitor.wait_for_agent_speech(after=0, timeout=60)  # the greeting
     await visitor.wait_until_agent_quiet()
-    stub.state.fixed_transcript = "I want to talk to a person"
+    openai_stub.state.fixed_transcript = "I want to talk to a person"
     pcm, rate = synthesize_pcm(SENTENCE)
     ended = await visitor.speak(pcm, rate)
     await asyncio.to_thread(
@@ -115,10 +109,10 @@ async def ask_for_a_person(stub: StubServer, visitor: Visitor, body: dict[str, A
 
 
 def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
-    stub: StubServer, handoff_worker: Process
+    openai_stub: StubServer, handoff_worker: Process
 ) -> None:
-    stub.state.reset()
-    stub.state.tool_triggers = TRIGGERS
+    openai_stub.state.reset()
+    openai_stub.state.tool_triggers = TRIGGERS
     agent = handoff_agent(timeout=120)
     session_id = "handoff-joined"
     staff, user = staff_client()
@@ -127,7 +121,7 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
 
         async def scenario() -> None:
             visitor = Visitor("maya")  # made on the loop it runs on
-            await ask_for_a_person(stub, visitor, body, session_id)
+            await ask_for_a_person(openai_stub, visitor, body, session_id)
             # staff see the request, with its reason and the wait so far
             waiting = (await asyncio.to_thread(staff.get, "/api/v1/livekit-agents/handoffs")).json()
             [row] = [h for h in waiting["handoffs"] if h["session_id"] == session_id]
@@ -142,7 +136,7 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
             assert grant["identity"].startswith(f"staff-{user.pk}-")
 
             person = Visitor("sam")
-            before_chat = stub.state.count("chat")
+            before_chat = openai_stub.state.count("chat")
             await person.join(grant["livekit_url"], grant["token"])
             # the agent introduces them, in one line
             await asyncio.to_thread(
@@ -154,7 +148,7 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
             await visitor.wait_until_agent_quiet()
             # the visitor hears the person
             pcm, rate = synthesize_pcm("hello there, this is Sam from support")
-            stub.state.fixed_transcript = "this is Sam from support"
+            openai_stub.state.fixed_transcript = "this is Sam from support"
             await person.speak(pcm, rate)
             await asyncio.wait_for(_heard(visitor, grant["identity"]), 30)
 
@@ -170,7 +164,7 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
                 wait_for, person_transcribed, timeout=60, what="the person's words in the transcript"
             )
             # the visitor's words are still transcribed, and the agent no longer answers
-            stub.state.fixed_transcript = "thanks for joining"
+            openai_stub.state.fixed_transcript = "thanks for joining"
             me = visitor.room.local_participant.identity
             visitor_turns = await asyncio.to_thread(turns_by, session_id, me)
             pcm, rate = synthesize_pcm(SENTENCE)
@@ -181,7 +175,7 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
                 timeout=60,
                 what="the visitor's words in the transcript",
             )
-            assert stub.state.count("chat") == before_chat, (
+            assert openai_stub.state.count("chat") == before_chat, (
                 "the agent asked its LLM for a reply after the handoff"
             )
             # staff end the call: everything ends
@@ -220,10 +214,10 @@ async def _heard(listener: Visitor, identity: str) -> None:
 
 
 def test_nobody_joins_and_the_agent_offers_to_take_a_message(
-    stub: StubServer, handoff_worker: Process
+    openai_stub: StubServer, handoff_worker: Process
 ) -> None:
-    stub.state.reset()
-    stub.state.tool_triggers = TRIGGERS
+    openai_stub.state.reset()
+    openai_stub.state.tool_triggers = TRIGGERS
     agent = handoff_agent(timeout=5)
     session_id = "handoff-missed"
     with celery_worker():
@@ -231,7 +225,7 @@ def test_nobody_joins_and_the_agent_offers_to_take_a_message(
 
         async def scenario() -> None:
             visitor = Visitor("maya")  # made on the loop it runs on
-            await ask_for_a_person(stub, visitor, body, session_id)
+            await ask_for_a_person(openai_stub, visitor, body, session_id)
             await asyncio.to_thread(
                 wait_for,
                 lambda: session_row(session_id).handoff_status == HandoffStatus.MISSED,
@@ -245,7 +239,7 @@ def test_nobody_joins_and_the_agent_offers_to_take_a_message(
                 what="the agent offering to take a message",
             )
             # the agent answers again
-            stub.state.fixed_transcript = "ok thanks"
+            openai_stub.state.fixed_transcript = "ok thanks"
             pcm, rate = synthesize_pcm(SENTENCE)
             await visitor.speak(pcm, rate)
             await asyncio.to_thread(

@@ -1,5 +1,5 @@
 """The agent's tools: company HTTP tools as the worker calls them, and a spoken conversation
-in a real room where the LLM (the OpenAI stub, through the real plugin) calls each tool."""
+in a real room where the LLM (the OpenAI openai_stub, through the real plugin) calls each tool."""
 
 from __future__ import annotations
 
@@ -142,21 +142,17 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_connect(
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    server = StubServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def tools_worker(
-    stub: StubServer, tool_server: ToolServer, django_db_setup: Any, django_db_blocker: Any, live_server: Any
+    openai_stub: StubServer,
+    tool_server: ToolServer,
+    django_db_setup: Any,
+    django_db_blocker: Any,
+    live_server: Any,
 ) -> Iterator[Process]:
     with django_db_blocker.unblock():
         proc = start_agent_worker(
             OPENAI_API_KEY="test-key",
-            OPENAI_BASE_URL=stub.openai_base_url,
+            OPENAI_BASE_URL=openai_stub.openai_base_url,
             AGENT_PROVIDER_TIMEOUT_SECONDS="8",
             COMPANY_TOOLS_ALLOW_PRIVATE_ADDRESSES="true",
             COMPANY_TOOLS_CA_FILE=str(tool_server.cert),
@@ -184,12 +180,12 @@ def _last_sequence(session_id: str) -> int:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_tools_in_a_spoken_conversation(
-    stub: StubServer, tools_worker: Process, tool_server: ToolServer
+    openai_stub: StubServer, tools_worker: Process, tool_server: ToolServer
 ) -> None:
     """The visitor's words (the stub STT's fixed transcript) trigger each tool call in the stub
     LLM; each answer or error is spoken, the conversation goes on, and end_call ends it."""
-    stub.state.reset()
-    stub.state.tool_triggers = {
+    openai_stub.state.reset()
+    openai_stub.state.tool_triggers = {
         "where is my order": {"name": "order_status", "arguments": {"order": "A-1234"}},
         "check the stock": {"name": "stock_level", "arguments": {"order": "A-1"}},
         "slow lookup": {"name": "slow_lookup", "arguments": {"order": "A-1"}},
@@ -248,7 +244,7 @@ def test_tools_in_a_spoken_conversation(
             await visitor.wait_until_agent_quiet()
             pcm, rate = synthesize_pcm(SENTENCE)
             for phrase, expected in steps:
-                stub.state.fixed_transcript = phrase
+                openai_stub.state.fixed_transcript = phrase
                 before = await asyncio.to_thread(_last_sequence, session_id)
                 await visitor.speak(pcm, rate)
                 await asyncio.to_thread(
@@ -284,7 +280,7 @@ def test_tools_in_a_spoken_conversation(
     mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER] == "sha256=" + mac
     # the stub LLM was offered exactly the profile's tools
-    offered = {t["function"]["name"] for t in stub.state.requests("chat")[-1].body["tools"]}
+    offered = {t["function"]["name"] for t in openai_stub.state.requests("chat")[-1].body["tools"]}
     assert offered == {"end_call", "take_message", "order_status", "stock_level", "slow_lookup", "big_report"}
     # the secret never reached the worker's logs
     assert SECRET not in tools_worker.tail(100000)
