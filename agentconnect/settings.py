@@ -264,6 +264,10 @@ AGENT_REQUEUE_AFTER_SECONDS = env.int("AGENT_REQUEUE_AFTER_SECONDS", default=20)
 AGENT_MAX_RECOVERIES = env.int("AGENT_MAX_RECOVERIES", default=2)
 # A recovering session that no worker took over within this long is failed.
 AGENT_RECOVERY_TIMEOUT_SECONDS = env.int("AGENT_RECOVERY_TIMEOUT_SECONDS", default=30)
+# LiveKit offers a job once; when every worker refuses it at that moment (a burst, a
+# deploy) it is dropped. A session still waiting for its agent this long after the
+# offer has its dispatch checked, and offered again if no worker took it; 0: never.
+AGENT_REDISPATCH_AFTER_SECONDS = env.float("AGENT_REDISPATCH_AFTER_SECONDS", default=2.0)
 # Each worker's main process stamps the sessions it serves every interval; the
 # watchdog (Celery beat, every CELERY_WATCHDOG_INTERVAL_SECONDS) recovers a session
 # whose stamp is older than the timeout: its whole worker is gone.
@@ -279,6 +283,11 @@ AGENT_NUM_IDLE_PROCESSES = env.int("AGENT_NUM_IDLE_PROCESSES", default=2)
 # AGENT_LOAD_THRESHOLD it stops taking jobs and LiveKit sends them elsewhere.
 AGENT_MAX_JOBS_PER_WORKER = env.int("AGENT_MAX_JOBS_PER_WORKER", default=8)
 AGENT_LOAD_THRESHOLD = env.float("AGENT_LOAD_THRESHOLD", default=1.0)
+# LiveKit's `agents.target_load` (its default 0.7): it routes jobs only to workers whose
+# reported load is below it, so workers report their share of slots scaled to it.
+LIVEKIT_AGENT_TARGET_LOAD = env.float("LIVEKIT_AGENT_TARGET_LOAD", default=0.7)
+if not 0 < LIVEKIT_AGENT_TARGET_LOAD <= 1:
+    raise ImproperlyConfigured("LIVEKIT_AGENT_TARGET_LOAD must be above 0 and at most 1")
 # process: each conversation in its own job process (a crash or a leak stays there);
 # thread: conversations share the worker's process and its GIL (docs/benchmarks.md).
 AGENT_JOB_EXECUTOR = env.str("AGENT_JOB_EXECUTOR", default="process")

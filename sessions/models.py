@@ -60,6 +60,9 @@ class ConversationSession(models.Model):
     config = models.JSONField(default=dict)
     visitor_identity = models.CharField(max_length=128)
     dispatch_id = models.CharField(max_length=128, blank=True)
+    # When the current dispatch was created: the watchdog offers a job that no worker
+    # took again AGENT_REDISPATCH_AFTER_SECONDS later.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     # How many times an agent lost mid-conversation was replaced (AGENT_MAX_RECOVERIES).
     recovery_count = models.PositiveSmallIntegerField(default=0)

@@ -74,6 +74,17 @@ def dispatch_agent(self: Task, session_pk: int, replace: bool = False) -> None:
         session_fail(session_pk=session_pk, reason=f"Dispatch refused: {exc}")
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def dispatch_again(session_pk: int) -> None:
+    from .services import session_dispatch_again
+
+    try:
+        session_dispatch_again(session_pk=session_pk)
+    except LiveKitError as exc:
+        # the watchdog queues the check again on a later tick; the timeouts still hold
+        logger.warning("could not check the dispatch of session %s: %s", session_pk, exc)
+
+
 @shared_task(bind=True, acks_late=True)
 @retry(on=(LiveKitError,), exclude=(LiveKitRejected,), give_up=_stop_given_up)
 def stop_agent(self: Task, session_pk: int) -> None:

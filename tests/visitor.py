@@ -89,11 +89,14 @@ class Visitor:
             self._agent_changed.set()
 
     async def wait_for_new_agent(self, *, other_than: str, timeout: float) -> float:
-        """Until an agent other than `other_than` is in the room; the monotonic time it was seen."""
+        """Until an agent joins that is neither `other_than` nor any agent seen before this
+        call (after two recoveries the first agent is also "other than" the current one);
+        the monotonic time it was seen."""
         deadline = time.monotonic() + timeout
+        known = {identity for identity, _ in self.agents_seen} | {other_than}
         while True:
             for identity, seen in self.agents_seen:
-                if identity != other_than:
+                if identity not in known:
                     return seen
             remaining = deadline - time.monotonic()
             if remaining <= 0:

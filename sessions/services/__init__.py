@@ -9,7 +9,7 @@
 """
 
 from .admission import session_admit
-from .dispatch import session_dispatch, session_finish_stop, session_task_queue
+from .dispatch import session_dispatch, session_dispatch_again, session_finish_stop, session_task_queue
 from .events import (
     session_agent_finished,
     session_agent_joined,
@@ -48,6 +48,7 @@ __all__ = [
     "session_agent_left",
     "session_agent_lost",
     "session_dispatch",
+    "session_dispatch_again",
     "session_fail",
     "session_finish_stop",
     "session_handle_webhook",

@@ -37,6 +37,19 @@ def session_task_queue(task: Task, session_pk: int, **kwargs: Any) -> bool:
     return True
 
 
+def _room_spec(session: ConversationSession) -> lk.RoomSpec:
+    return lk.RoomSpec(
+        name=session.agent_room_name,
+        agent_name=agent_dispatch_name(session.mode),
+        metadata=session.config,
+        max_participants=(
+            settings.LIVEKIT_CONFERENCE_MAX_PARTICIPANTS if session.mode == AgentMode.CONFERENCE else 2
+        ),
+        empty_timeout=settings.LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS,
+        departure_timeout=settings.LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS,
+    )
+
+
 def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
     """Create the room and the agent dispatch. Safe to run twice (redelivery).
 
@@ -58,22 +71,14 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
         # removing it frees its place in the room and makes sure it cannot come back.
         lk.participant_remove(session.agent_room_name, session.agent_identity)
 
-    max_participants = (
-        settings.LIVEKIT_CONFERENCE_MAX_PARTICIPANTS if session.mode == AgentMode.CONFERENCE else 2
-    )
     dispatch_id = lk.room_ensure_with_dispatch(
-        lk.RoomSpec(
-            name=session.agent_room_name,
-            agent_name=agent_dispatch_name(session.mode),
-            metadata=session.config,
-            max_participants=max_participants,
-            empty_timeout=settings.LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS,
-            departure_timeout=settings.LIVEKIT_ROOM_DEPARTURE_TIMEOUT_SECONDS,
-        ),
+        _room_spec(session),
         # a recovering session needs a new job: its old dispatch's job died with its agent
         replace=replace or recovering,
     )
-    ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
+    ConversationSession.objects.filter(pk=session_pk).update(
+        dispatch_id=dispatch_id, dispatched_at=timezone.now()
+    )
     if recovering:
         return  # recovering until the new agent joins (session_agent_joined)
     if session.agent_status == AgentStatus.STARTING:
@@ -88,6 +93,31 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
     if session.agent_status in (AgentStatus.STOPPING, *TERMINAL_STATUSES):
         # Stopped while we were creating the room: do not leave it behind.
         lk.room_close(session.agent_room_name, dispatch_id)
+
+
+def session_dispatch_again(*, session_pk: int) -> bool:
+    """Offer the job of a session still waiting for its agent (starting, recovering) again
+    if LiveKit gave it to no worker (lk.dispatch_again_if_unassigned); True when it did.
+
+    Queued by the watchdog AGENT_REDISPATCH_AFTER_SECONDS after each offer. The
+    session's status and clock stay as they are: the start and recovery timeouts
+    still count from the first offer.
+    """
+    session = ConversationSession.objects.filter(
+        pk=session_pk, agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING)
+    ).first()
+    if session is None or not session.dispatch_id:
+        return False
+    dispatch_id = lk.dispatch_again_if_unassigned(_room_spec(session), session.dispatch_id)
+    if dispatch_id == session.dispatch_id:
+        return False
+    logger.warning(
+        "session %s: no worker took its job (all full or busy at that moment); offered again", session_pk
+    )
+    ConversationSession.objects.filter(pk=session_pk).update(
+        dispatch_id=dispatch_id, dispatched_at=timezone.now()
+    )
+    return True
 
 
 def session_finish_stop(*, session_pk: int) -> None:

@@ -16,6 +16,7 @@ from voiceagents.services import agent_dispatch_name
 
 from .. import livekit_gateway as lk
 from ..models import LIVE_STATUSES, TERMINAL_STATUSES, AgentStatus, CompanyLiveSessions, ConversationSession
+from ..tasks import dispatch_again as dispatch_again_task
 from ..tasks import dispatch_agent as dispatch_agent_task
 from .dispatch import session_task_queue
 from .events import session_recover
@@ -179,15 +180,41 @@ def sessions_reconcile() -> ReconcileReport:
 class WatchdogReport:
     recovered: int = 0  # sessions whose worker stopped its heartbeats, given a new agent
     failed: int = 0  # sessions out of recovery attempts, or that no worker took over in time
+    rechecked: int = 0  # sessions still waiting for an agent, their dispatch checked again
+
+
+def _recheck_unassigned_dispatches(now: datetime) -> int:
+    """Queue a check of each session still waiting for its agent AGENT_REDISPATCH_AFTER_SECONDS
+    after its job was offered (session_dispatch_again). Claiming a session moves its
+    dispatched_at, so the next tick (or a second beat) does not queue it twice."""
+    after = settings.AGENT_REDISPATCH_AFTER_SECONDS
+    if not after:
+        return 0
+    due = now - timedelta(seconds=after)
+    waiting = ConversationSession.objects.filter(
+        agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING), dispatched_at__lt=due
+    ).values_list("pk", "dispatched_at")
+    queued = 0
+    for pk, dispatched_at in waiting:
+        claimed = ConversationSession.objects.filter(pk=pk, dispatched_at=dispatched_at).update(
+            dispatched_at=now
+        )
+        if claimed:
+            transaction.on_commit(functools.partial(session_task_queue, dispatch_again_task, pk))
+            queued += 1
+    return queued
 
 
 def sessions_watchdog() -> WatchdogReport:
-    """Run by Celery beat every CELERY_WATCHDOG_INTERVAL_SECONDS: two indexed reads, no LiveKit call.
+    """Run by Celery beat every CELERY_WATCHDOG_INTERVAL_SECONDS: three indexed reads, no LiveKit call.
 
     - active, whose heartbeat is older than AGENT_HEARTBEAT_TIMEOUT_SECONDS: the
       worker serving it is gone (killed, machine lost, partitioned); recover it;
     - recovering longer than AGENT_RECOVERY_TIMEOUT_SECONDS: no worker took the
-      new job; fail it with a reason.
+      new job; fail it with a reason;
+    - starting or recovering AGENT_REDISPATCH_AFTER_SECONDS after its job was
+      offered: check (in a task: a LiveKit call) that a worker took the job, and
+      offer it again if none did.
     """
     report = WatchdogReport()
     now = timezone.now()
@@ -215,6 +242,7 @@ def sessions_watchdog() -> WatchdogReport:
         ):
             report.failed += 1
             transaction.on_commit(functools.partial(_close_quietly, room_name, dispatch_id))
+    report.rechecked = _recheck_unassigned_dispatches(now)
     return report
 
 

@@ -17,10 +17,12 @@ from sessions import livekit_gateway as lk
 from sessions.models import AgentStatus, ConversationSession
 from sessions.services import (
     session_dispatch,
+    session_dispatch_again,
     session_finish_stop,
     session_start,
     session_stop,
     sessions_reconcile,
+    sessions_watchdog,
 )
 from sessions.tasks import dispatch_agent
 from tests.helpers import run_async, wait_for
@@ -354,6 +356,62 @@ def test_reconcile_matches_the_database_to_the_server(company: Any, agent: Any, 
     assert lost_task.agent_status == AgentStatus.FAILED and "not dispatched" in lost_task.failure_reason
     assert status_of(healthy) == AgentStatus.STARTING
     lk.room_close(healthy.agent_room_name)
+
+
+def test_a_job_no_worker_took_is_offered_again_with_the_clock_kept(company: Any, agent: Any) -> None:
+    """LiveKit drops a job every worker refused at that moment; its dispatch lists no job.
+    No worker serves this test server's voice agent name, so the job is never taken."""
+    session = start(company, agent)
+    session_dispatch(session_pk=session.pk)
+    session.refresh_from_db()
+    first, clock = session.dispatch_id, session.status_changed_at
+    assert lk.dispatches_for(session.agent_room_name)[0].state.jobs == []
+
+    assert session_dispatch_again(session_pk=session.pk) is True
+    session.refresh_from_db()
+    dispatches = lk.dispatches_for(session.agent_room_name)
+    assert [d.id for d in dispatches] == [session.dispatch_id] and session.dispatch_id != first
+    # still starting, and the start timeout still counts from the first offer
+    assert session.agent_status == AgentStatus.STARTING and session.status_changed_at == clock
+
+    session_stop(session=session)
+    assert session_dispatch_again(session_pk=session.pk) is False  # only a session waiting for its agent
+    lk.room_close(session.agent_room_name)
+
+
+def test_the_watchdog_offers_again_the_job_of_a_session_waiting_past_its_offer(
+    company: Any, agent: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentconnect.celery import app
+
+    monkeypatch.setattr(app.conf, "task_always_eager", True)  # the queued check runs here
+    settings.AGENT_REDISPATCH_AFTER_SECONDS = 3
+    waiting = start(company, agent, "waiting")
+    session_dispatch(session_pk=waiting.pk)
+    waiting.refresh_from_db()
+    first = waiting.dispatch_id
+    fresh = start(company, agent, "fresh")
+    active = start(company, agent, "active")
+    now = timezone.now()
+    ConversationSession.objects.filter(pk=waiting.pk).update(dispatched_at=now - timedelta(seconds=4))
+    ConversationSession.objects.filter(pk=fresh.pk).update(
+        agent_status=AgentStatus.RECOVERING, dispatch_id="AD_fresh", dispatched_at=now - timedelta(seconds=1)
+    )
+    ConversationSession.objects.filter(pk=active.pk).update(
+        agent_status=AgentStatus.ACTIVE, agent_heartbeat_at=now, dispatched_at=now - timedelta(seconds=60)
+    )
+
+    assert sessions_watchdog().rechecked == 1
+    waiting.refresh_from_db()
+    assert waiting.dispatch_id != first  # no worker took it: offered again
+    assert [d.id for d in lk.dispatches_for(waiting.agent_room_name)] == [waiting.dispatch_id]
+    assert ConversationSession.objects.get(pk=fresh.pk).dispatch_id == "AD_fresh"
+    assert sessions_watchdog().rechecked == 0  # the next tick: not due again yet
+
+    settings.AGENT_REDISPATCH_AFTER_SECONDS = 0
+    ConversationSession.objects.filter(pk=waiting.pk).update(dispatched_at=now - timedelta(seconds=60))
+    assert sessions_watchdog().rechecked == 0
+    lk.room_close(waiting.agent_room_name)
 
 
 def test_dispatch_with_a_wrong_secret_fails_at_once(company: Any, agent: Any, settings: Any) -> None:

@@ -356,6 +356,77 @@ def test_whole_worker_killed_the_survivor_on_the_other_node_takes_over(
         show(*workers)
 
 
+def test_a_burst_of_ten_starts_spreads_over_two_workers_within_their_cap(
+    cluster: dict[str, Any], stub: StubServer
+) -> None:
+    """Upstream's 0.5 s load-report window lets one worker accept more jobs than its
+    cap in a burst (livekit/agents#4884); ours refuses past AGENT_MAX_JOBS_PER_WORKER,
+    so ten starts on two workers of five slots fill both exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from voiceagents.tests.conftest import free_port
+
+    cap, burst = 5, 10
+    agent = agent_profile()
+
+    def start_worker(_: int) -> Process:
+        return start_agent_worker(
+            mode="start",
+            **worker_env(
+                stub,
+                LIVEKIT_URL=cluster["node1"].url,
+                AGENT_MAX_JOBS_PER_WORKER=str(cap),
+                # the cap is the request handler's; threads keep ten waiting agents light
+                AGENT_JOB_EXECUTOR="thread",
+                AGENT_NUM_IDLE_PROCESSES="0",
+                AGENT_VISITOR_JOIN_TIMEOUT_SECONDS="300",  # no visitor joins: the agents wait
+                VOICE_AGENT_HTTP_PORT=str(free_port()),
+            ),
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        workers = list(pool.map(start_worker, range(2)))
+    ids = [f"burst-{i}" for i in range(burst)]
+    try:
+        with backend(**cluster["api_env"]):
+
+            def start(session_id: str) -> None:
+                try:
+                    start_session(agent, session_id)
+                finally:
+                    connection.close()
+
+            with ThreadPoolExecutor(burst) as pool:
+                list(pool.map(start, ids))  # all ten within a few hundred milliseconds
+
+            def served() -> dict[str, str]:
+                rows = ConversationSession.objects.filter(session_id__in=ids).values_list(
+                    "session_id", "agent_status", "agent_worker_id"
+                )
+                # the worker's own report names it (AW_...); LiveKit's webhook may come first
+                return {
+                    sid: worker
+                    for sid, status, worker in rows
+                    if status == AgentStatus.ACTIVE and worker.startswith("AW_")
+                }
+
+            wait_for(lambda: len(served()) == burst, timeout=120, what=f"{burst} agents in their rooms")
+            per_worker: dict[str, int] = {}
+            for worker_id in served().values():
+                per_worker[worker_id] = per_worker.get(worker_id, 0) + 1
+            refused = sum("refusing job" in line for w in workers for line in w.lines)
+            print(
+                f"burst of {burst}: jobs per worker {sorted(per_worker.values())}, {refused} offer(s) refused"
+            )
+            assert sorted(per_worker.values()) == [cap, cap], per_worker
+            for session_id in ids:
+                stop_session(agent, session_id)
+    finally:
+        for worker in workers:
+            worker.stop()
+        show(*workers)
+
+
 @pytest.mark.xfail(
     strict=False,
     reason="LiveKit may offer the new job to the frozen worker, which is still registered; the "

@@ -17,11 +17,8 @@ import pytest
 from livekit.agents import JobRequest
 from livekit.protocol import agent, models
 
-from voiceagents.worker.capacity import (
-    Capacity,
-    MemoryWatch,
-    watch_jobs,
-)
+from voiceagents.worker.capacity import Capacity, MemoryWatch
+from voiceagents.worker.supervision import watch_sessions
 
 T = TypeVar("T")
 
@@ -32,13 +29,18 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
 
 @dataclass
 class FakeServer:
-    """What Capacity reads of AgentServer: its running jobs."""
+    """What Capacity and the worker's watcher read of AgentServer: its running jobs."""
 
     active_jobs: list[Any] = field(default_factory=list)
+    id: str = ""  # not registered: the watcher stamps no heartbeat
 
     def start(self, job_id: str, room: str = "") -> None:
         self.active_jobs.append(
-            SimpleNamespace(job=SimpleNamespace(id=job_id, room=SimpleNamespace(name=room)))
+            SimpleNamespace(
+                job=SimpleNamespace(id=job_id, room=SimpleNamespace(name=room)),
+                accept_arguments=SimpleNamespace(identity=f"agent-{job_id}"),
+                fake_job=False,
+            )
         )
 
     def end(self, job_id: str) -> None:
@@ -126,6 +128,21 @@ def test_the_load_counts_conversations_and_memory_not_cpu() -> None:
     assert capacity.load() == 1.0
 
 
+def test_the_load_is_scaled_to_livekits_target_load_so_every_slot_is_routed_to() -> None:
+    """LiveKit routes no job to a worker whose load is at or above its agents.target_load
+    (0.7 by default): four of five slots in use must still read below it, and a full
+    worker must read 1.0."""
+    server = FakeServer()
+    capacity = Capacity(max_jobs=5, target_load=0.7)
+    capacity.attach(server)
+    for job_id in "abcd":
+        server.start(job_id)
+    assert capacity.share() == 0.8
+    assert capacity.load() < 0.7
+    server.start("e")
+    assert capacity.load() == 1.0
+
+
 def test_recycling_replaces_the_worker_only_between_conversations() -> None:
     """After AGENT_RECYCLE_AFTER_CONVERSATIONS the worker takes no new job, and is due for
     replacement only when the last running conversation has ended."""
@@ -197,13 +214,16 @@ def test_memory_watch_samples_the_job_processes_of_a_real_process_tree() -> None
     assert list(sampled) == [os.getpid()] and sampled[os.getpid()] > 1
 
 
-def test_the_watcher_replaces_the_worker_once_its_last_conversation_ends() -> None:
+@pytest.mark.django_db(transaction=True)  # the ended job is reported to the sessions (none match)
+def test_the_watcher_replaces_the_worker_once_its_last_conversation_ends(settings: Any) -> None:
+    settings.AGENT_HEARTBEAT_INTERVAL_SECONDS = 0.01
+
     async def body() -> bool:
         server, answers = FakeServer(), Answers()
         capacity = Capacity(max_jobs=4, recycle_after=1)
         capacity.attach(server)
         await capacity.on_request(request("a", server, answers))
-        watcher = asyncio.create_task(watch_jobs(capacity, interval=0.01))
+        watcher = asyncio.create_task(watch_sessions(server, capacity))
         try:
             due_while_running = capacity.recycle_due.is_set()
             server.end("a")

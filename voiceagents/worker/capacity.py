@@ -3,7 +3,10 @@
 - Load: the share of conversation slots in use (jobs running and jobs accepted but
   not yet launched), or the share of the memory those slots may use, whichever is
   higher. Never the machine's CPU: on a shared host that reads "full" with no
-  conversation at all.
+  conversation at all. LiveKit routes a job only to a node whose available workers
+  report a load below its `agents.target_load` (0.7 unless configured): a worker
+  reporting its plain share would get no job past 70 % of its slots. The share is
+  reported scaled to LIVEKIT_AGENT_TARGET_LOAD, and a full worker reports 1.0.
 - Cap: LiveKit spreads jobs by the load a worker reported up to 0.5 s earlier, so a
   burst can offer one worker more jobs than it has slots (livekit/agents#4884). The
   request handler refuses any job beyond AGENT_MAX_JOBS_PER_WORKER itself.
@@ -103,8 +106,10 @@ class Capacity:
         memory_limit_mb: float = 0.0,
         recycle_after: int = 0,
         memory: MemoryWatch | None = None,
+        target_load: float = 1.0,
     ) -> None:
         self.max_jobs = max(max_jobs, 1)
+        self.target_load = target_load
         self.memory_limit_mb = memory_limit_mb
         self.recycle_after = recycle_after
         self.memory = memory
@@ -133,11 +138,17 @@ class Capacity:
             return 0.0
         return sum(self.memory.per_process_mb.values()) / (self.memory_limit_mb * self.max_jobs)
 
-    def load(self, server: Any = None) -> float:
-        """The figure reported to LiveKit, 0..1 (1: send this worker nothing)."""
-        if self.recycle_reason:
-            return 1.0
+    def share(self) -> float:
+        """How full the worker is, 0..1: slots in use, or memory, whichever is higher."""
         return min(max(self.in_use / self.max_jobs, self.memory_share()), 1.0)
+
+    def load(self, server: Any = None) -> float:
+        """The figure reported to LiveKit: the share scaled to the server's target load,
+        so every slot is routed to; 1.0 when full or to be replaced (send it nothing)."""
+        share = self.share()
+        if self.recycle_reason or share >= 1.0:
+            return 1.0
+        return share * self.target_load
 
     def check(self) -> None:
         """Decide whether the worker is to be replaced; called on every request and job end."""
@@ -193,10 +204,3 @@ class Capacity:
             await request.accept()  # returns once the job runs (or could not be launched)
         finally:
             self._pending.discard(request.id)
-
-
-async def watch_jobs(capacity: Capacity, *, interval: float = 1.0) -> None:
-    """Re-check recycling as the worker's jobs end (a lost job is supervision.py's to report)."""
-    while True:
-        capacity.check()
-        await asyncio.sleep(interval)

@@ -18,7 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
-from .capacity import Capacity, MemoryWatch, watch_jobs
+from .capacity import Capacity, MemoryWatch
 from .supervision import hand_over, wait_until_taken_over, watch_sessions
 
 logger = logging.getLogger("agentconnect.worker")
@@ -71,6 +71,7 @@ def worker_capacity(*, devmode: bool) -> Capacity:
         max_jobs=10**6 if devmode else settings.AGENT_MAX_JOBS_PER_WORKER,
         memory_limit_mb=settings.AGENT_JOB_MEMORY_LIMIT_MB,
         recycle_after=0 if devmode else settings.AGENT_RECYCLE_AFTER_CONVERSATIONS,
+        target_load=settings.LIVEKIT_AGENT_TARGET_LOAD,
         memory=MemoryWatch(root_pid=os.getpid(), threads=threads)
         if settings.AGENT_JOB_MEMORY_LIMIT_MB
         else None,
@@ -166,15 +167,12 @@ async def serve(
         stopping.set()
 
     closer = asyncio.create_task(drain_then_close())
-    watcher = asyncio.create_task(watch_sessions(server), name="watch-sessions")
+    watcher = asyncio.create_task(watch_sessions(server, capacity), name="watch-sessions")
     helpers: list[asyncio.Task[None]] = []
     if capacity is not None:
         if capacity.memory is not None:
             capacity.memory.start()
-        helpers = [
-            asyncio.create_task(recycle(), name="recycle"),
-            asyncio.create_task(watch_jobs(capacity), name="watch-capacity"),
-        ]
+        helpers = [asyncio.create_task(recycle(), name="recycle")]
     try:
         await server.run(devmode=devmode)
     except Exception as exc:

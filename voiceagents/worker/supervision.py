@@ -10,6 +10,9 @@ Self-hosted LiveKit does not re-dispatch a job whose process or worker died
   reported lost at once, and its session recovered with a new agent;
 - when a drain timeout ends before a conversation does, the conversation is
   handed over the same way before the worker closes its jobs.
+
+The same loop re-checks the worker's capacity (capacity.py) as its jobs end: one
+watcher of the job list per worker.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from livekit.agents import AgentServer
 
+from .capacity import Capacity
 from .reporting import db
 
 logger = logging.getLogger("agentconnect.worker")
@@ -56,14 +60,17 @@ async def report_lost(jobs: list[JobSeen], *, reason: str) -> None:
             logger.warning("job for room %s lost: %s; a new agent is on its way", job.room, reason)
 
 
-async def watch_sessions(server: AgentServer) -> None:
-    """Run for the worker's life: stamp heartbeats, report jobs that vanished."""
+async def watch_sessions(server: AgentServer, capacity: Capacity | None = None) -> None:
+    """Run for the worker's life: stamp heartbeats, report jobs that vanished, and let the
+    capacity decide on recycling as jobs end."""
     from sessions.transcripts import sessions_heartbeat
 
     interval = max(settings.AGENT_HEARTBEAT_INTERVAL_SECONDS, 0.05)
     seen: dict[str, JobSeen] = {}
     while True:
         await asyncio.sleep(interval)
+        if capacity is not None:
+            capacity.check()
         running = jobs_running(server)
         vanished = [job for job_id, job in seen.items() if job_id not in running]
         seen = running
