@@ -288,9 +288,13 @@ async def run(args: argparse.Namespace) -> None:
                     S.make_agent, greeting_message=GREETING, **S.OFFLINE_PROVIDERS
                 )
                 tag = str(int(time.time()))
-                jobs = [await kill_round(st, workers, agent, "job", i, tag) for i in range(args.job_kills)]
+                jobs = [
+                    progress(await kill_round(st, workers, agent, "job", i, tag))
+                    for i in range(args.job_kills)
+                ]
                 kills = [
-                    await kill_round(st, workers, agent, "worker", i, tag) for i in range(args.worker_kills)
+                    progress(await kill_round(st, workers, agent, "worker", i, tag))
+                    for i in range(args.worker_kills)
                 ]
                 deploy = (
                     await deploy_round(st, workers, agent, args.deploy_conversations, tag)

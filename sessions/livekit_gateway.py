@@ -130,24 +130,16 @@ def room_ensure_with_dispatch(spec: RoomSpec, *, replace: bool = False) -> str:
     return _run(call)
 
 
-def dispatch_again_if_unassigned(spec: RoomSpec, dispatch_id: str) -> str:
-    """Offer the session's job again when LiveKit gave its dispatch to no worker; the
-    dispatch id now in force.
+def dispatch_add(spec: RoomSpec) -> str:
+    """One more dispatch of the room's agent (a new offer of its job); its id.
 
-    LiveKit offers a dispatch's job once: when every worker refuses it in that moment
-    (full, draining, or upstream's own reservation count during a burst), the job is
-    dropped and the dispatch lists no job. Such a dispatch is deleted and created anew.
-    A dispatch that lists a job is left alone: its agent is on its way.
+    Existing dispatches are not deleted: LiveKit terminates a deleted dispatch's job,
+    and an offer still in flight may yet bring an agent, which must not be cut off
+    once it holds the session. Two agents that do arrive settle it themselves: the
+    one the database does not name leaves (conversation.py, newest wins).
     """
 
     async def call(client: api.LiveKitAPI) -> str:
-        dispatches = {d.id: d for d in await client.agent_dispatch.list_dispatch(room_name=spec.name)}
-        current = dispatches.get(dispatch_id)
-        if current is not None and current.state.jobs:
-            return dispatch_id
-        for existing in dispatches.values():
-            if existing.agent_name == spec.agent_name:
-                await client.agent_dispatch.delete_dispatch(existing.id, spec.name)
         dispatch = await client.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
                 agent_name=spec.agent_name, room=spec.name, metadata=json.dumps(spec.metadata)

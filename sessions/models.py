@@ -60,9 +60,11 @@ class ConversationSession(models.Model):
     config = models.JSONField(default=dict)
     visitor_identity = models.CharField(max_length=128)
     dispatch_id = models.CharField(max_length=128, blank=True)
-    # When the current dispatch was created: the watchdog offers a job that no worker
-    # took again AGENT_REDISPATCH_AFTER_SECONDS later.
+    # When the latest offer of the session's job was made (stamped before it is), and
+    # when a worker last took one (its request handler): an offer no worker took within
+    # AGENT_REDISPATCH_AFTER_SECONDS is made again by the watchdog.
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    job_taken_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     # How many times an agent lost mid-conversation was replaced (AGENT_MAX_RECOVERIES).
     recovery_count = models.PositiveSmallIntegerField(default=0)

@@ -97,3 +97,15 @@ def latency_summary(turns: list[TranscriptTurn]) -> dict[str, dict[str, float]]:
         median = series[mid] if len(series) % 2 else (series[mid - 1] + series[mid]) / 2
         summary[name] = {"median": round(median, 4), "max": round(series[-1], 4), "count": len(series)}
     return summary
+
+
+def session_job_taken(*, room_name: str) -> int:
+    """A worker took a job for this room (its request handler accepted it): the
+    session's latest offer needs no new one (sessions_watchdog). How many it stamped."""
+    from django.utils import timezone
+
+    from .models import AgentStatus
+
+    return ConversationSession.objects.filter(
+        agent_room_name=room_name, agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING)
+    ).update(job_taken_at=timezone.now())

@@ -71,14 +71,14 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
         # removing it frees its place in the room and makes sure it cannot come back.
         lk.participant_remove(session.agent_room_name, session.agent_identity)
 
+    # stamped before the offer: a worker that takes it stamps job_taken_at after
+    ConversationSession.objects.filter(pk=session_pk).update(dispatched_at=timezone.now())
     dispatch_id = lk.room_ensure_with_dispatch(
         _room_spec(session),
         # a recovering session needs a new job: its old dispatch's job died with its agent
         replace=replace or recovering,
     )
-    ConversationSession.objects.filter(pk=session_pk).update(
-        dispatch_id=dispatch_id, dispatched_at=timezone.now()
-    )
+    ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
     if recovering:
         return  # recovering until the new agent joins (session_agent_joined)
     if session.agent_status == AgentStatus.STARTING:
@@ -96,27 +96,24 @@ def session_dispatch(*, session_pk: int, replace: bool = False) -> None:
 
 
 def session_dispatch_again(*, session_pk: int) -> bool:
-    """Offer the job of a session still waiting for its agent (starting, recovering) again
-    if LiveKit gave it to no worker (lk.dispatch_again_if_unassigned); True when it did.
+    """Offer again the job of a session still waiting for its agent (starting,
+    recovering) that no worker took; True when it did.
 
-    Queued by the watchdog AGENT_REDISPATCH_AFTER_SECONDS after each offer. The
-    session's status and clock stay as they are: the start and recovery timeouts
-    still count from the first offer.
+    Queued by the watchdog once an offer is AGENT_REDISPATCH_AFTER_SECONDS old with
+    no worker's stamp after it (sessions_watchdog). LiveKit offers a job once and
+    drops it when every worker refuses it in that moment. The session's status and
+    clock stay as they are: the start and recovery timeouts count from the first offer.
     """
     session = ConversationSession.objects.filter(
         pk=session_pk, agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING)
     ).first()
     if session is None or not session.dispatch_id:
         return False
-    dispatch_id = lk.dispatch_again_if_unassigned(_room_spec(session), session.dispatch_id)
-    if dispatch_id == session.dispatch_id:
-        return False
-    logger.warning(
-        "session %s: no worker took its job (all full or busy at that moment); offered again", session_pk
-    )
-    ConversationSession.objects.filter(pk=session_pk).update(
-        dispatch_id=dispatch_id, dispatched_at=timezone.now()
-    )
+    if session.job_taken_at and session.dispatched_at and session.job_taken_at >= session.dispatched_at:
+        return False  # a worker took the offer meanwhile: its agent is on its way
+    logger.warning("session %s: no worker took its job (all full at that moment); offered again", session_pk)
+    dispatch_id = lk.dispatch_add(_room_spec(session))
+    ConversationSession.objects.filter(pk=session_pk).update(dispatch_id=dispatch_id)
     return True
 
 

@@ -143,6 +143,9 @@ def session_recover(*, session_pk: int, identity: str, reason: str, lost: str = 
         recovery_count=F("recovery_count") + 1,
         agent_heartbeat_at=None,
         agent_identity=lost or identity,
+        # the new dispatch (dispatch_agent, queued below) sets it: until then the
+        # watchdog has no offer of this recovery to check
+        dispatched_at=None,
     ):
         logger.warning("session %s: agent lost (%s); recovering", session_pk, reason)
         transaction.on_commit(lambda: session_task_queue(dispatch_agent_task, session_pk, replace=True))

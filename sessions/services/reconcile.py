@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from voiceagents.services import agent_dispatch_name
@@ -180,24 +180,32 @@ def sessions_reconcile() -> ReconcileReport:
 class WatchdogReport:
     recovered: int = 0  # sessions whose worker stopped its heartbeats, given a new agent
     failed: int = 0  # sessions out of recovery attempts, or that no worker took over in time
-    rechecked: int = 0  # sessions still waiting for an agent, their dispatch checked again
+    reoffered: int = 0  # sessions whose job no worker took, offered again
 
 
-def _recheck_unassigned_dispatches(now: datetime) -> int:
-    """Queue a check of each session still waiting for its agent AGENT_REDISPATCH_AFTER_SECONDS
-    after its job was offered (session_dispatch_again). Claiming a session moves its
-    dispatched_at, so the next tick (or a second beat) does not queue it twice."""
+def _offer_again_jobs_nobody_took(now: datetime) -> int:
+    """Queue a new offer for each session still waiting for its agent whose latest offer
+    is AGENT_REDISPATCH_AFTER_SECONDS old and no worker took (no job_taken_at after it).
+    Claiming a session stamps dispatched_at (the new offer's time), so the next tick or a
+    second beat does not queue it twice, and a worker taking the new offer stamps after."""
     after = settings.AGENT_REDISPATCH_AFTER_SECONDS
     if not after:
         return 0
-    due = now - timedelta(seconds=after)
-    waiting = ConversationSession.objects.filter(
-        agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING), dispatched_at__lt=due
-    ).values_list("pk", "dispatched_at")
+    untaken = Q(job_taken_at__isnull=True) | Q(job_taken_at__lt=F("dispatched_at"))
+    waiting = (
+        ConversationSession.objects.filter(
+            agent_status__in=(AgentStatus.STARTING, AgentStatus.RECOVERING),
+            dispatched_at__lt=now - timedelta(seconds=after),
+        )
+        .filter(untaken)
+        .values_list("pk", "dispatched_at")
+    )
     queued = 0
     for pk, dispatched_at in waiting:
-        claimed = ConversationSession.objects.filter(pk=pk, dispatched_at=dispatched_at).update(
-            dispatched_at=now
+        claimed = (
+            ConversationSession.objects.filter(pk=pk, dispatched_at=dispatched_at)
+            .filter(untaken)
+            .update(dispatched_at=now)
         )
         if claimed:
             transaction.on_commit(functools.partial(session_task_queue, dispatch_again_task, pk))
@@ -212,9 +220,8 @@ def sessions_watchdog() -> WatchdogReport:
       worker serving it is gone (killed, machine lost, partitioned); recover it;
     - recovering longer than AGENT_RECOVERY_TIMEOUT_SECONDS: no worker took the
       new job; fail it with a reason;
-    - starting or recovering AGENT_REDISPATCH_AFTER_SECONDS after its job was
-      offered: check (in a task: a LiveKit call) that a worker took the job, and
-      offer it again if none did.
+    - starting or recovering, its job offered AGENT_REDISPATCH_AFTER_SECONDS ago
+      and taken by no worker: offer it again (a task: a LiveKit call).
     """
     report = WatchdogReport()
     now = timezone.now()
@@ -242,7 +249,7 @@ def sessions_watchdog() -> WatchdogReport:
         ):
             report.failed += 1
             transaction.on_commit(functools.partial(_close_quietly, room_name, dispatch_id))
-    report.rechecked = _recheck_unassigned_dispatches(now)
+    report.reoffered = _offer_again_jobs_nobody_took(now)
     return report
 
 

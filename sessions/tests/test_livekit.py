@@ -359,41 +359,56 @@ def test_reconcile_matches_the_database_to_the_server(company: Any, agent: Any, 
 
 
 def test_a_job_no_worker_took_is_offered_again_with_the_clock_kept(company: Any, agent: Any) -> None:
-    """LiveKit drops a job every worker refused at that moment; its dispatch lists no job.
-    No worker serves this test server's voice agent name, so the job is never taken."""
+    """LiveKit drops a job every worker refused at that moment. No worker serves this
+    test server's voice agent name, so the job is never taken."""
+    from sessions.transcripts import session_job_taken
+
     session = start(company, agent)
     session_dispatch(session_pk=session.pk)
     session.refresh_from_db()
     first, clock = session.dispatch_id, session.status_changed_at
-    assert lk.dispatches_for(session.agent_room_name)[0].state.jobs == []
+    assert session.dispatched_at is not None and session.job_taken_at is None
 
     assert session_dispatch_again(session_pk=session.pk) is True
     session.refresh_from_db()
-    dispatches = lk.dispatches_for(session.agent_room_name)
-    assert [d.id for d in dispatches] == [session.dispatch_id] and session.dispatch_id != first
+    # a second offer; the first dispatch stays (deleting it would terminate a late job)
+    assert session.dispatch_id != first
+    assert sorted(d.id for d in lk.dispatches_for(session.agent_room_name)) == sorted(
+        [first, session.dispatch_id]
+    )
     # still starting, and the start timeout still counts from the first offer
     assert session.agent_status == AgentStatus.STARTING and session.status_changed_at == clock
 
+    assert session_job_taken(room_name=session.agent_room_name) == 1  # what a worker's handler reports
+    assert session_dispatch_again(session_pk=session.pk) is False  # taken: its agent is on its way
+    assert len(lk.dispatches_for(session.agent_room_name)) == 2
+
     session_stop(session=session)
+    assert session_job_taken(room_name=session.agent_room_name) == 0
     assert session_dispatch_again(session_pk=session.pk) is False  # only a session waiting for its agent
     lk.room_close(session.agent_room_name)
 
 
-def test_the_watchdog_offers_again_the_job_of_a_session_waiting_past_its_offer(
+def test_the_watchdog_offers_again_only_the_jobs_no_worker_took(
     company: Any, agent: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agentconnect.celery import app
 
-    monkeypatch.setattr(app.conf, "task_always_eager", True)  # the queued check runs here
+    monkeypatch.setattr(app.conf, "task_always_eager", True)  # the queued offer runs here
     settings.AGENT_REDISPATCH_AFTER_SECONDS = 3
     waiting = start(company, agent, "waiting")
     session_dispatch(session_pk=waiting.pk)
     waiting.refresh_from_db()
     first = waiting.dispatch_id
+    taken = start(company, agent, "taken")
     fresh = start(company, agent, "fresh")
     active = start(company, agent, "active")
     now = timezone.now()
-    ConversationSession.objects.filter(pk=waiting.pk).update(dispatched_at=now - timedelta(seconds=4))
+    old = now - timedelta(seconds=4)
+    ConversationSession.objects.filter(pk=waiting.pk).update(dispatched_at=old)
+    ConversationSession.objects.filter(pk=taken.pk).update(
+        agent_status=AgentStatus.STARTING, dispatch_id="AD_taken", dispatched_at=old, job_taken_at=now
+    )
     ConversationSession.objects.filter(pk=fresh.pk).update(
         agent_status=AgentStatus.RECOVERING, dispatch_id="AD_fresh", dispatched_at=now - timedelta(seconds=1)
     )
@@ -401,16 +416,17 @@ def test_the_watchdog_offers_again_the_job_of_a_session_waiting_past_its_offer(
         agent_status=AgentStatus.ACTIVE, agent_heartbeat_at=now, dispatched_at=now - timedelta(seconds=60)
     )
 
-    assert sessions_watchdog().rechecked == 1
+    assert sessions_watchdog().reoffered == 1
     waiting.refresh_from_db()
     assert waiting.dispatch_id != first  # no worker took it: offered again
-    assert [d.id for d in lk.dispatches_for(waiting.agent_room_name)] == [waiting.dispatch_id]
+    assert waiting.dispatch_id in [d.id for d in lk.dispatches_for(waiting.agent_room_name)]
+    assert ConversationSession.objects.get(pk=taken.pk).dispatch_id == "AD_taken"
     assert ConversationSession.objects.get(pk=fresh.pk).dispatch_id == "AD_fresh"
-    assert sessions_watchdog().rechecked == 0  # the next tick: not due again yet
+    assert sessions_watchdog().reoffered == 0  # the next tick: the new offer is not due yet
 
     settings.AGENT_REDISPATCH_AFTER_SECONDS = 0
     ConversationSession.objects.filter(pk=waiting.pk).update(dispatched_at=now - timedelta(seconds=60))
-    assert sessions_watchdog().rechecked == 0
+    assert sessions_watchdog().reoffered == 0
     lk.room_close(waiting.agent_room_name)
 
 

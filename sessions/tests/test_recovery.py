@@ -252,6 +252,46 @@ def test_job_process_killed_a_new_agent_resumes_with_the_whole_conversation(
     assert any(RESUME in c for c in contents), messages
 
 
+def test_conference_job_killed_the_new_agent_knows_who_said_what(live_server: Any, stub: StubServer) -> None:
+    from voiceagents.catalog import AgentMode
+
+    agent = agent_profile(mode=AgentMode.CONFERENCE, name="Computer")
+    worker = start_agent_worker("run_conference_agent", **worker_env(stub))
+    try:
+        with backend():
+            body = start_session(agent, "crash-conference")
+            room = body["room_name"]
+
+            async def scenario() -> None:
+                visitor = await greeted(body)
+                first = visitor.agent_identity
+                assert first
+                await say(visitor, "hello world")
+                os.kill(job_pid(worker, room), signal.SIGKILL)
+                seen = await visitor.wait_for_new_agent(other_than=first, timeout=60)
+                await visitor.wait_for_agent_speech(after=seen, timeout=30)
+                await visitor.wait_until_agent_quiet()
+                await say(visitor, "what is your name")  # the replacement's first LLM request
+                await visitor.leave()
+
+            run_async(scenario(), timeout=300)
+    finally:
+        worker.stop()
+        show(worker)
+    session = session_of("crash-conference")
+    assert session.recovery_count == 1
+    said = [
+        (t.speaker_name, t.text)
+        for t in session.turns.filter(role="user").order_by("sequence")
+        if t.text and t.speaker_name
+    ]
+    assert said, "no named turn was stored"
+    contents = [str(m["content"]) for m in chat_messages(stub) if m["role"] == "user"]
+    # every person's stored words came back with their name, as "Name: words"
+    first_name, first_words = said[0]
+    assert any(f"{first_name}: {first_words}" in c for c in contents), (said, contents)
+
+
 def test_attempt_limit_then_failed_with_a_reason(live_server: Any, stub: StubServer) -> None:
     agent = agent_profile()
     worker = start_agent_worker(**worker_env(stub, AGENT_MAX_RECOVERIES="1"))
@@ -427,11 +467,6 @@ def test_a_burst_of_ten_starts_spreads_over_two_workers_within_their_cap(
         show(*workers)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="LiveKit may offer the new job to the frozen worker, which is still registered; the "
-    "offer then waits out LiveKit's assignment timeout and the recovery can time out (30 s)",
-)
 def test_an_old_agent_back_after_a_partition_leaves_the_session_to_the_newer(
     cluster: dict[str, Any], stub: StubServer
 ) -> None:
@@ -616,3 +651,29 @@ def test_a_missing_transcript_row_leaves_a_gap_the_resume_goes_past() -> None:
         ("user", "order 42"),
     ]
     assert messages[1].interrupted
+
+
+def test_a_conference_resume_names_each_speaker() -> None:
+    from voiceagents.worker.conversation import resume_context
+
+    turns = [
+        {
+            "sequence": 1,
+            "role": "assistant",
+            "speaker_name": "",
+            "text": "Hello everyone.",
+            "interrupted": False,
+        },
+        {
+            "sequence": 2,
+            "role": "user",
+            "speaker_name": "Maya",
+            "text": "the budget is late",
+            "interrupted": False,
+        },
+        {"sequence": 3, "role": "user", "speaker_name": "Ravi", "text": "by a week", "interrupted": False},
+    ]
+    named = [m.text_content for m in resume_context(turns, named=True).messages()]
+    assert named == ["Hello everyone.", "Maya: the budget is late", "Ravi: by a week"]
+    plain = [m.text_content for m in resume_context(turns).messages()]
+    assert plain[1:] == ["the budget is late", "by a week"]  # a 1:1 visitor's words as said

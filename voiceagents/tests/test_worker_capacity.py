@@ -143,6 +143,19 @@ def test_the_load_is_scaled_to_livekits_target_load_so_every_slot_is_routed_to()
     assert capacity.load() == 1.0
 
 
+def test_each_accepted_job_is_reported_taken_and_a_refused_one_is_not() -> None:
+    async def body() -> list[str]:
+        server, answers, taken = FakeServer(), Answers(), []
+        capacity = Capacity(max_jobs=1, on_accept=taken.append)
+        capacity.attach(server)
+        await capacity.on_request(request("a", server, answers))
+        await capacity.on_request(request("b", server, answers))  # no slot: refused
+        assert answers.accepted == ["a"]
+        return taken
+
+    assert run(body()) == ["room-a"]
+
+
 def test_recycling_replaces_the_worker_only_between_conversations() -> None:
     """After AGENT_RECYCLE_AFTER_CONVERSATIONS the worker takes no new job, and is due for
     replacement only when the last running conversation has ended."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,9 +108,11 @@ class Capacity:
         recycle_after: int = 0,
         memory: MemoryWatch | None = None,
         target_load: float = 1.0,
+        on_accept: Callable[[str], None] | None = None,
     ) -> None:
         self.max_jobs = max(max_jobs, 1)
         self.target_load = target_load
+        self.on_accept = on_accept  # called with the room's name as a job is accepted
         self.memory_limit_mb = memory_limit_mb
         self.recycle_after = recycle_after
         self.memory = memory
@@ -200,6 +203,8 @@ class Capacity:
             return
         self._pending.add(request.id)
         self.accepted += 1
+        if self.on_accept is not None:
+            self.on_accept(request.room.name)
         try:
             await request.accept()  # returns once the job runs (or could not be launched)
         finally:

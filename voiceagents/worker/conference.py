@@ -99,8 +99,10 @@ class ConferenceConversation(Conversation):
 
 
 class ConferenceAgent(Agent):
-    def __init__(self, *, instructions: str, conference: Conference) -> None:
-        super().__init__(instructions=instructions)
+    def __init__(
+        self, *, instructions: str, conference: Conference, chat_ctx: llm.ChatContext | None = None
+    ) -> None:
+        super().__init__(instructions=instructions, chat_ctx=chat_ctx)
         self._conference = conference
 
     # Both hooks only run with the mixed strategy: per_participant turns never pass
@@ -133,7 +135,13 @@ def listener_stt(providers: Any) -> tuple[stt.STT, Any]:
 
 class Conference:
     def __init__(
-        self, ctx: JobContext, conversation: ConferenceConversation, providers: Any, *, strategy: str
+        self,
+        ctx: JobContext,
+        conversation: ConferenceConversation,
+        providers: Any,
+        *,
+        strategy: str,
+        history: llm.ChatContext | None = None,
     ) -> None:
         self.ctx = ctx
         self.conversation = conversation
@@ -149,7 +157,10 @@ class Conference:
         )
         self.session = build_agent_session(self.config, providers)
         prompt = str(self.config.get("system_prompt") or settings.AGENT_SYSTEM_PROMPT)
-        self.agent = ConferenceAgent(instructions=f"{prompt}\n\n{GROUP_INSTRUCTIONS}", conference=self)
+        # a replacement agent (crash recovery) starts from every stored turn, names included
+        self.agent = ConferenceAgent(
+            instructions=f"{prompt}\n\n{GROUP_INSTRUCTIONS}", conference=self, chat_ctx=history
+        )
         self.listeners: dict[str, ParticipantListener] = {}
         self._listener_stt: stt.STT | None = None
         self._listener_vad: Any = None
@@ -350,5 +361,8 @@ async def conference_entrypoint(ctx: JobContext) -> None:
     except TimeoutError:
         await conversation.fail(f"Nobody joined the conference within {timeout} s.")
         return
-    conference = Conference(ctx, conversation, providers, strategy=settings.CONFERENCE_STT_STRATEGY)
+    history = await conversation.resume_history(named=True)
+    conference = Conference(
+        ctx, conversation, providers, strategy=settings.CONFERENCE_STT_STRATEGY, history=history
+    )
     await conference.run(first)

@@ -57,11 +57,13 @@ def job_config(ctx: JobContext) -> dict[str, Any]:
 INTERRUPTED_MARK = " [interrupted]"
 
 
-def resume_context(turns: list[dict[str, Any]]) -> ChatContext:
+def resume_context(turns: list[dict[str, Any]], *, named: bool = False) -> ChatContext:
     """The conversation so far, from the stored turns, as a replacement agent's chat context.
 
     A reply the visitor cut off is marked in its text as well as flagged: the
     LLM sees only the text, and should know the visitor did not hear the rest.
+    `named` (a conference): each person's words carry their name, "Name: words",
+    as the conference agent's own context has them.
     """
     chat_ctx = ChatContext.empty()
     for turn in turns:
@@ -69,6 +71,8 @@ def resume_context(turns: list[dict[str, Any]]) -> ChatContext:
         text = str(turn["text"])
         if turn["interrupted"] and role == "assistant":
             text += INTERRUPTED_MARK
+        if named and role == "user" and turn.get("speaker_name"):
+            text = f"{turn['speaker_name']}: {text}"
         chat_ctx.add_message(role=role, content=text, interrupted=bool(turn["interrupted"]))
     return chat_ctx
 
@@ -193,6 +197,8 @@ class Conversation:
         # A newer agent took over this session: leave without ending it.
         self.superseded = False
         self._reported = asyncio.Event()
+        # the identity this agent joined the room as; "" until it has joined
+        self.joined_as = ""
         self._checks: set[asyncio.Task[None]] = set()
         self.session: AgentSession | None = None
         self.recorder: TranscriptRecorder | None = None
@@ -226,8 +232,9 @@ class Conversation:
             return False
         return True
 
-    async def resume_history(self) -> ChatContext | None:
-        """For a replacement agent: every stored turn as chat context; None for a first agent."""
+    async def resume_history(self, *, named: bool = False) -> ChatContext | None:
+        """For a replacement agent: every stored turn as chat context (resume_context);
+        None for a first agent."""
         from sessions.transcripts import transcript_for_resume
 
         if not self.recovering or self.session_pk is None:
@@ -240,7 +247,7 @@ class Conversation:
                 missing,
                 extra=self.ctx.log_context_fields,
             )
-        return resume_context(turns)
+        return resume_context(turns, named=named)
 
     async def fail(self, reason: str) -> None:
         """Record a failure the visitor can read, then end the job and its room."""
@@ -261,6 +268,7 @@ class Conversation:
         attribute from then on (listening, thinking, speaking).
         """
         await self.ctx.connect(auto_subscribe=auto_subscribe)
+        self.joined_as = self.ctx.room.local_participant.identity
         self.ctx.room.on("participant_connected", self._on_participant_connected)
         await self.ctx.room.local_participant.set_attributes({ATTRIBUTE_AGENT_STATE: "initializing"})
 
@@ -377,8 +385,10 @@ class Conversation:
                 session_agent_finished,
                 session_pk=self.session_pk,
                 error=self._error,
-                # before it connected, the job held nothing another agent could take over
-                identity=self.ctx.room.local_participant.identity if self.ctx.room.isconnected() else "",
+                # Before it joined, the job held nothing another agent could take over. Once
+                # joined it reports as that agent even when no longer connected: a lost agent
+                # removed from the room (its replacement is on its way) must not end the session.
+                identity=self.joined_as,
             )
         )
 

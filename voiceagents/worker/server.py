@@ -19,7 +19,7 @@ from django.conf import settings
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from .capacity import Capacity, MemoryWatch
-from .supervision import hand_over, wait_until_taken_over, watch_sessions
+from .supervision import hand_over, note_job_taken, wait_until_taken_over, watch_sessions
 
 logger = logging.getLogger("agentconnect.worker")
 
@@ -72,6 +72,7 @@ def worker_capacity(*, devmode: bool) -> Capacity:
         memory_limit_mb=settings.AGENT_JOB_MEMORY_LIMIT_MB,
         recycle_after=0 if devmode else settings.AGENT_RECYCLE_AFTER_CONVERSATIONS,
         target_load=settings.LIVEKIT_AGENT_TARGET_LOAD,
+        on_accept=note_job_taken,
         memory=MemoryWatch(root_pid=os.getpid(), threads=threads)
         if settings.AGENT_JOB_MEMORY_LIMIT_MB
         else None,

@@ -60,6 +60,27 @@ async def report_lost(jobs: list[JobSeen], *, reason: str) -> None:
             logger.warning("job for room %s lost: %s; a new agent is on its way", job.room, reason)
 
 
+_taking: set[asyncio.Task[None]] = set()
+
+
+def note_job_taken(room_name: str) -> None:
+    """The request handler accepted a job: tell the session at once, so the watchdog does
+    not offer it again while the job launches (off the handler's path: it must not wait)."""
+    from sessions.transcripts import session_job_taken
+
+    async def stamp() -> None:
+        try:
+            await db(session_job_taken, room_name=room_name)
+        except Exception:
+            # the database is away: at worst the job is offered again, and the second
+            # agent leaves the session to the one the database names
+            logger.warning("could not record the job taken for room %s", room_name, exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(stamp(), name="job-taken")
+    _taking.add(task)
+    task.add_done_callback(_taking.discard)
+
+
 async def watch_sessions(server: AgentServer, capacity: Capacity | None = None) -> None:
     """Run for the worker's life: stamp heartbeats, report jobs that vanished, and let the
     capacity decide on recycling as jobs end."""
