@@ -203,6 +203,61 @@ def test_staff_join_the_call_and_the_agent_turns_silent_scribe(
     ]
 
 
+LONG_LINE = " ".join(
+    ["Someone from our team is being fetched and will join shortly, please stay on the line."] * 4
+)
+
+
+def test_a_person_joining_mid_sentence_cuts_the_agent_short(
+    openai_stub: StubServer, handoff_worker: Process
+) -> None:
+    """The agent is still saying its (long) "being fetched" line when the person arrives:
+    that line gives way, and the introduction is the agent's last word."""
+    openai_stub.state.reset()
+    openai_stub.state.tool_triggers = TRIGGERS
+    openai_stub.state.tool_reply_template = LONG_LINE
+    agent = handoff_agent(timeout=120)
+    session_id = "handoff-mid-sentence"
+    staff, _ = staff_client("kim")
+    with celery_worker():
+        body = start_session(agent, session_id)
+
+        async def scenario() -> None:
+            visitor = Visitor("maya")
+            await visitor.join(body["livekit_url"], body["user_token"])
+            await asyncio.wait_for(visitor.joined_agent.wait(), 30)
+            await visitor.wait_for_agent_speech(after=0, timeout=60)  # the greeting
+            await visitor.wait_until_agent_quiet()
+            openai_stub.state.fixed_transcript = "I want to talk to a person"
+            pcm, rate = synthesize_pcm(SENTENCE)
+            ended = await visitor.speak(pcm, rate)
+            await visitor.wait_for_agent_speech(after=ended, timeout=60)  # the long line begins
+            waiting = (await asyncio.to_thread(staff.get, "/api/v1/livekit-agents/handoffs")).json()
+            [row] = [h for h in waiting["handoffs"] if h["session_id"] == session_id]
+            grant = (
+                await asyncio.to_thread(staff.post, f"/api/v1/livekit-agents/handoffs/{row['id']}/join")
+            ).json()
+            person = Visitor("kim")
+            await person.join(grant["livekit_url"], grant["token"])
+            await asyncio.to_thread(
+                wait_for,
+                lambda: any("from our team has joined" in t.text for t in turns(session_id)),
+                timeout=60,
+                what="the agent's introduction",
+            )
+            await visitor.wait_until_agent_quiet()
+            await person.leave()
+            await visitor.leave()
+
+        run_async(scenario(), timeout=300)
+        wait_for(lambda: status(session_id) == AgentStatus.STOPPED, timeout=30, what="stopped")
+    said = [t.text for t in turns(session_id) if t.role == "assistant"]
+    assert "from our team has joined" in said[-1], said
+    assert sum("from our team has joined" in text for text in said) == 1, said
+    # the long line was cut: what was stored of it is shorter than the whole
+    assert all(len(text) < len(LONG_LINE) for text in said if "being fetched" in text), said
+
+
 async def _heard(listener: Visitor, identity: str) -> None:
     while not (listener.heard.get(identity) and listener.heard[identity].bursts):
         heard = listener.heard.get(identity)

@@ -151,11 +151,14 @@ class Handoff:
                 self._start_scribe(participant, publication.track)
         name = participant.name or "A member of our team"
         await self._attribute("connected")
+        # no reply from here on: the one line below is said without the LLM
+        self.scribe = True
         if self.session is not None:
-            # one line, then silence: the agent stops answering once it has been said
+            # what the agent was still saying (the "being fetched" line, say) gives way
+            # to the person, so nothing of the agent's comes after its last line
+            await self.session.interrupt(force=True)
             handle = self.session.say(f"{name} from our team has joined. I'll leave you with them.")
             await handle
-        self.scribe = True
 
     def _on_track(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
