@@ -42,19 +42,23 @@ def session_agent_joined(*, room_name: str, identity: str, worker_id: str = "") 
         if identity == session.agent_identity:
             return False  # the lost agent's own join, arriving late: not a replacement
         # the conversation started long ago: agent_started_at keeps that time
-        return session_transition(
+        moved = session_transition(
             session_pk=session.pk,
             to=AgentStatus.ACTIVE,
             where={"agent_identity": session.agent_identity},
             **{"agent_worker_id": worker_id or identity, **fields},
         )
-    moved = session_transition(
-        session_pk=session.pk,
-        to=AgentStatus.ACTIVE,
-        agent_started_at=now,
-        **{"agent_worker_id": worker_id or identity, **fields},
-    )
+    else:
+        moved = session_transition(
+            session_pk=session.pk,
+            to=AgentStatus.ACTIVE,
+            agent_started_at=now,
+            **{"agent_worker_id": worker_id or identity, **fields},
+        )
     if not moved and worker_id:
+        # the webhook moved it first (even after this read): the worker's id must still be
+        # recorded, or its heartbeats, which name it, would not count and the watchdog
+        # would take the conversation from a healthy agent
         ConversationSession.objects.filter(
             pk=session.pk, agent_status=AgentStatus.ACTIVE, agent_identity=identity
         ).update(**fields)

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from sessions.models import AgentStatus, ConversationSession
-from sessions.services import session_agent_finished, session_agent_joined, session_start
-from sessions.transcripts import session_usage_record, transcript_turn_add
+from sessions.services import events, session_agent_finished, session_agent_joined, session_start
+from sessions.transcripts import session_usage_record, sessions_heartbeat, transcript_turn_add
 from tests.factories import CompanyFactory
 
 URL = "/api/v1/livekit-agents/sessions/{}/transcript"
@@ -92,3 +92,23 @@ def test_worker_reports_join_then_end(company: Any, agent: Any) -> None:
     assert session.agent_status == AgentStatus.FAILED
     assert session.failure_reason == "LLM provider failed: timeout"
     assert not session_agent_finished(session_pk=session.pk)  # terminal stays terminal
+
+
+def test_a_replacements_worker_id_is_recorded_when_the_webhook_wins_the_race(
+    company: Any, agent: Any, monkeypatch: Any
+) -> None:
+    """Recovering: the worker read the session, then the webhook moved it to active before
+    the worker wrote. The worker's id is still recorded, so its heartbeats keep the session."""
+    session = session_start(company=company, agent_id=agent.pk, session_id="race").session
+    ConversationSession.objects.filter(pk=session.pk).update(
+        agent_status=AgentStatus.RECOVERING, agent_identity="agent-AJ_lost", recovery_count=1
+    )
+    read_before_the_webhook = ConversationSession.objects.get(pk=session.pk)
+    room = session.agent_room_name
+    assert session_agent_joined(room_name=room, identity="agent-AJ_new")  # the webhook
+    monkeypatch.setattr(events, "_session_by_room", lambda room_name: read_before_the_webhook)
+    assert not session_agent_joined(room_name=room, identity="agent-AJ_new", worker_id="AW_new")
+    session.refresh_from_db()
+    assert session.agent_status == AgentStatus.ACTIVE
+    assert (session.agent_identity, session.agent_worker_id) == ("agent-AJ_new", "AW_new")
+    assert sessions_heartbeat(worker_id="AW_new", rooms=[room]) == 1
